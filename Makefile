@@ -1,0 +1,40 @@
+# fersuite — two commands do everything on a fresh machine: `make train` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test test-all lint format sweep clean
+
+# The venv is (re)built when pyproject.toml or the lock file changes.
+$(STAMP): pyproject.toml requirements-lock.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -c requirements-lock.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/fersuite-train $(ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m '' $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests experiments
+	$(BIN)/ruff format --check src tests experiments
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests experiments
+	$(BIN)/ruff check --fix src tests experiments
+
+sweep: $(STAMP)
+	$(BIN)/fersuite-train --multirun model.name=mobilenetv2_100,resnet18 trainer.max_epochs=1 \
+		data.train_size=800 data.val_size=200 data.test_size=200
+
+clean:
+	rm -rf logs outputs multirun wandb .pytest_cache .ruff_cache

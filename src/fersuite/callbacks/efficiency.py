@@ -1,0 +1,145 @@
+"""EfficiencyCallback: params, MACs, training images/s, latency and throughput of every run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+
+from fersuite.profiling import count_macs, count_params, measure_latency, measure_throughput
+
+log = logging.getLogger(__name__)
+
+
+def model_input_shape(net: nn.Module, fallback: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+    """(C, H, W) the model expects, from its ``input_spec``."""
+    spec = getattr(net, "input_spec", None)
+    if spec is not None:
+        return (spec.channels, spec.size, spec.size)
+    if fallback is None:
+        raise ValueError(f"{type(net).__name__} declares no input_spec; cannot profile it")
+    return fallback
+
+
+class EfficiencyCallback(L.Callback):
+    """Profiles the model once per run, never inside the training step's hot path.
+
+    * fit start: params (total/trainable) and MACs (fvcore, one multiply-add = one MAC, with
+      attention handlers; still-skipped ops are listed);
+    * during training: images/s over whole epochs (data loading included), first
+      ``warmup_batches`` batches of the run excluded;
+    * fit end: batch-1 latency (median/p90 after warm-up) and throughput at ``throughput_batch``.
+
+    Figures are logged under ``efficiency/`` and kept in :attr:`results`.
+    """
+
+    def __init__(
+        self,
+        latency_runs: int = 50,
+        latency_warmup: int = 10,
+        throughput_batch: int = 64,
+        throughput_runs: int = 5,
+        warmup_batches: int = 3,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.latency_runs = latency_runs
+        self.latency_warmup = latency_warmup
+        self.throughput_batch = throughput_batch
+        self.throughput_runs = throughput_runs
+        self.warmup_batches = warmup_batches
+        self.threads = threads
+        self.results: dict[str, Any] = {}
+        self._seen_batches = 0
+        self._images = 0
+        self._elapsed = 0.0
+        self._t0: float | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _net(self, pl_module: L.LightningModule) -> nn.Module:
+        net = getattr(pl_module, "net", pl_module)
+        return getattr(net, "_orig_mod", net)  # torch.compile wrapper
+
+    def _log(self, trainer: L.Trainer, values: dict[str, float]) -> None:
+        self.results.update(values)
+        for logger in trainer.loggers:
+            try:
+                logger.log_metrics(values, step=trainer.global_step)
+                exp = getattr(logger, "experiment", None)
+                summary = getattr(exp, "summary", None)
+                if summary is not None and hasattr(summary, "update"):
+                    summary.update(values)
+            except Exception as exc:  # noqa: BLE001 - logging must never kill a run
+                log.warning("could not log efficiency figures to %s: %s", type(logger).__name__, exc)
+
+    # -- hooks ---------------------------------------------------------------------------
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = self._net(pl_module)
+        shape = model_input_shape(net)
+        params = count_params(net)
+        macs = count_macs(net, input_shape=(1, *shape))
+        self.results["efficiency/skipped_ops"] = sorted(macs.skipped_ops)
+        self.results["efficiency/input_shape"] = list(shape)
+        self._log(
+            trainer,
+            {
+                "efficiency/params": float(params.total),
+                "efficiency/params_trainable": float(params.trainable),
+                "efficiency/macs": float(macs.total),
+                "efficiency/activations": float(macs.activations),
+            },
+        )
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._seen_batches >= self.warmup_batches and self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._seen_batches += 1
+        if self._t0 is not None:
+            self._images += int(batch["image"].shape[0]) if isinstance(batch, dict) else len(batch[0])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation time is excluded: the clock stops at the end of each training epoch.
+        if self._t0 is not None:
+            self._elapsed += time.perf_counter() - self._t0
+            self._t0 = None
+        if self._elapsed > 0 and self._images > 0:
+            ips = self._images * trainer.world_size / self._elapsed
+            self._log(trainer, {"efficiency/train_ips": ips})
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = None
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = self._net(pl_module)
+        shape = model_input_shape(net)
+        device = pl_module.device
+        lat = measure_latency(
+            net, (1, *shape), device=device, warmup=self.latency_warmup, runs=self.latency_runs,
+            threads=self.threads,
+        )
+        thr = measure_throughput(
+            net, (self.throughput_batch, *shape), batch_size=self.throughput_batch, device=device,
+            runs=self.throughput_runs,
+        )
+        self.results["efficiency/device"] = str(device)
+        self._log(
+            trainer,
+            {
+                "efficiency/latency_ms_b1": lat.median_ms,
+                "efficiency/latency_ms_b1_p90": lat.p90_ms,
+                "efficiency/threads": float(lat.threads),
+                "efficiency/throughput_ips": thr.images_per_s,
+            },
+        )
+        torch.set_grad_enabled(True)

@@ -1,0 +1,38 @@
+"""Where the configs live and early validation of a composed config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def _config_dir() -> str:
+    env = os.environ.get("FERSUITE_CONFIG_DIR")
+    if env:
+        return str(Path(env).resolve())
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+CONFIG_DIR = _config_dir()
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, named with its key."""
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks that must fail before any data is loaded, in one readable line each."""
+    opt = cfg.get("optimizer")
+    if opt is not None and opt.get("lr") is not None and float(opt.lr) <= 0:
+        raise ConfigError(f"optimizer.lr={opt.lr}; expected a learning rate > 0")
+    model = cfg.get("model")
+    if model is not None and model.get("arch") is not None:
+        from fersuite.models.registry import list_models
+
+        if model.arch not in list_models():
+            raise ConfigError(f"model.arch={model.arch!r}; expected one of {list_models()}")
+    trainer = cfg.get("trainer")
+    if trainer is not None and trainer.get("max_epochs") is not None and int(trainer.max_epochs) < 1:
+        raise ConfigError(f"trainer.max_epochs={trainer.max_epochs}; expected >= 1")

@@ -1,0 +1,205 @@
+"""Array-backed datasets and the shared LightningDataModule for every FER dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from fersuite.data.transforms import AugmentConfig, build_transforms
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ArraySplit:
+    """One split held in memory (or memory-mapped): uint8 images and their labels.
+
+    ``images``: (N, H, W) grayscale or (N, H, W, 3) RGB uint8. ``expression``: (N,) int64
+    class indices, or (N, C) float32 vote distributions. ``valence``/``arousal``: (N,) float32
+    or None; ``va_mask``: (N,) bool, False where VA is invalid.
+    """
+
+    images: np.ndarray
+    expression: np.ndarray
+    valence: np.ndarray | None = None
+    arousal: np.ndarray | None = None
+    va_mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.dtype != np.uint8 or self.images.ndim not in (3, 4):
+            raise ValueError(
+                f"images must be uint8 (N,H,W) or (N,H,W,3), got {self.images.dtype} {self.images.shape}"
+            )
+        for name in ("expression", "valence", "arousal", "va_mask"):
+            arr = getattr(self, name)
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"{name} has {len(arr)} entries but there are {n} images")
+        if self.valence is not None and self.va_mask is None:
+            self.va_mask = np.ones(n, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def hard_labels(self) -> np.ndarray:
+        return self.expression.argmax(1) if self.expression.ndim == 2 else self.expression
+
+
+class ArrayAffectDataset(Dataset[dict[str, torch.Tensor]]):
+    """Yields ``{"image", "expression", "index"[, "valence", "arousal", "va_mask"]}``."""
+
+    def __init__(self, split: ArraySplit, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        s = self.split
+        img = torch.from_numpy(np.ascontiguousarray(s.images[idx]))
+        img = img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1)
+        item: dict[str, torch.Tensor] = {
+            "image": self.transform(img),
+            "expression": torch.as_tensor(s.expression[idx]),
+            "index": torch.tensor(idx, dtype=torch.long),
+        }
+        if s.valence is not None and s.arousal is not None and s.va_mask is not None:
+            item["valence"] = torch.tensor(float(s.valence[idx]), dtype=torch.float32)
+            item["arousal"] = torch.tensor(float(s.arousal[idx]), dtype=torch.float32)
+            item["va_mask"] = torch.tensor(bool(s.va_mask[idx]))
+        return item
+
+
+class AffectDataModule(L.LightningDataModule):
+    """Shared loader logic; subclasses implement :meth:`load_splits` and ``class_names``."""
+
+    class_names: tuple[str, ...] = ()
+    has_va: bool = False
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        image_size: int = 48,
+        in_chans: int = 1,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        augment: Mapping[str, Any] | AugmentConfig | None = None,
+        sampler: str = "random",
+        limit_train: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}; expected >= 1")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers={num_workers}; expected >= 0")
+        if sampler not in ("random", "weighted"):
+            raise ValueError(f"data.sampler={sampler!r}; expected 'random' or 'weighted'")
+        if image_size < 8:
+            raise ValueError(f"data.image_size={image_size}; expected >= 8")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.image_size = image_size
+        self.in_chans = in_chans
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        if isinstance(augment, Mapping):
+            aug = dict(augment)
+            if "crop_scale" in aug:
+                aug["crop_scale"] = tuple(aug["crop_scale"])
+            augment = AugmentConfig(**aug)
+        self.augment = augment
+        self.sampler = sampler
+        self.limit_train = limit_train
+        self.splits: dict[str, ArraySplit] = {}
+        # Validate transform settings now, before any data is read.
+        build_transforms(image_size, in_chans, self.mean, self.std, train=True, augment=augment)
+
+    # -- to implement -------------------------------------------------------------------
+    def load_splits(self) -> dict[str, ArraySplit]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            splits = self.load_splits()
+            missing = [s for s in SPLITS if s not in splits]
+            if missing:
+                raise ValueError(f"{type(self).__name__} did not provide splits {missing}")
+            if self.limit_train is not None:
+                tr = splits["train"]
+                n = min(self.limit_train, len(tr))
+                splits["train"] = ArraySplit(
+                    tr.images[:n], tr.expression[:n],
+                    None if tr.valence is None else tr.valence[:n],
+                    None if tr.arousal is None else tr.arousal[:n],
+                    None if tr.va_mask is None else tr.va_mask[:n],
+                )
+            self.splits = splits
+
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        labels = self.splits[split].hard_labels
+        return np.bincount(labels, minlength=self.num_classes)
+
+    def class_weights(self) -> torch.Tensor:
+        """Inverse-frequency weights of the train split, normalised to mean 1."""
+        counts = self.class_counts("train").astype(np.float64)
+        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / self.num_classes, 0.0)
+        w = w / w[counts > 0].mean()
+        return torch.tensor(w, dtype=torch.float32)
+
+    def dataset(self, split: str) -> ArrayAffectDataset:
+        train = split == "train"
+        tf = build_transforms(
+            self.image_size, self.in_chans, self.mean, self.std, train=train,
+            augment=self.augment if train else None,
+        )
+        return ArrayAffectDataset(self.splits[split], tf)
+
+    def _loader(self, split: str) -> DataLoader[dict[str, torch.Tensor]]:
+        train = split == "train"
+        ds = self.dataset(split)
+        sampler = None
+        if train and self.sampler == "weighted":
+            labels = self.splits["train"].hard_labels
+            per_class = self.class_weights().numpy()
+            sampler = WeightedRandomSampler(
+                torch.as_tensor(per_class[labels], dtype=torch.double), num_samples=len(labels)
+            )
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=train and len(ds) > self.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        return self._loader("test")

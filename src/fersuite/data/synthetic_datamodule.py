@@ -1,0 +1,89 @@
+"""``data=synthetic``: the built-in procedurally rendered faces, generated once and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fersuite.data.base import AffectDataModule, ArraySplit
+from fersuite.data.synthetic import render_faces
+from fersuite.labels import CANONICAL_CLASSES
+from fersuite.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: Bump when the renderer changes so stale caches are not reused.
+GENERATOR_VERSION = 1
+
+
+class SyntheticDataModule(AffectDataModule):
+    """8 expression classes (AffectNet order) with valence/arousal, any resolution."""
+
+    class_names = CANONICAL_CLASSES
+    has_va = True
+
+    def __init__(
+        self,
+        train_size: int = 4000,
+        val_size: int = 1000,
+        test_size: int = 1000,
+        render_size: int = 48,
+        seed: int = 0,
+        difficulty: float = 1.0,
+        noise: float = 0.04,
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for key, n in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+            if n < 1:
+                raise ValueError(f"data.{key}={n}; expected >= 1")
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.render_size = render_size
+        self.seed = seed
+        self.difficulty = difficulty
+        self.noise = noise
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+
+    def cache_key(self, split: str) -> str:
+        params = {
+            "v": GENERATOR_VERSION, "split": split, "n": self.sizes[split], "size": self.render_size,
+            "seed": self.seed, "difficulty": self.difficulty, "noise": self.noise,
+        }
+        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _split_seed(self, split: str) -> int:
+        return self.seed * 1000 + {"train": 0, "val": 1, "test": 2}[split]
+
+    def _render(self, split: str) -> ArraySplit:
+        faces = render_faces(
+            self.sizes[split], size=self.render_size, seed=self._split_seed(split),
+            noise=self.noise, difficulty=self.difficulty,
+        )
+        return ArraySplit(faces.images, faces.expression, faces.valence, faces.arousal)
+
+    def _load_or_render(self, split: str) -> ArraySplit:
+        if self.cache_dir is None:
+            return self._render(split)
+        path = self.cache_dir / "synthetic" / f"{split}-{self.cache_key(split)}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as z:
+                    return ArraySplit(z["images"], z["expression"], z["valence"], z["arousal"])
+            except Exception as exc:  # noqa: BLE001 - a broken cache is rebuilt, not trusted
+                log.warning("synthetic cache %s unreadable (%s); regenerating", path, exc)
+        split_data = self._render(split)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh, images=split_data.images, expression=split_data.expression,
+                valence=split_data.valence, arousal=split_data.arousal,
+            )
+        return split_data
+
+    def load_splits(self) -> dict[str, ArraySplit]:
+        return {split: self._load_or_render(split) for split in ("train", "val", "test")}

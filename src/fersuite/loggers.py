@@ -1,0 +1,96 @@
+"""Experiment loggers: W&B (offline unless configured), always with a safe fallback."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def wandb_configured() -> bool:
+    """True when the user has W&B credentials (``WANDB_API_KEY`` or a netrc entry)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC") or str(Path.home() / ".netrc"))
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return any("wandb" in host for host in rc.hosts)
+
+
+def resolve_wandb_mode(mode: str = "auto") -> str:
+    """``auto``: ``$WANDB_MODE`` if set, else online with credentials, else offline."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f"logger.wandb.mode={mode!r}; expected one of {', '.join(WANDB_MODES)}")
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("online", "offline", "disabled", "dryrun", "run"):
+        return {"dryrun": "offline", "run": "online"}.get(env, env)
+    return "online" if wandb_configured() else "offline"
+
+
+def _hydra_run_info() -> tuple[str | None, str | None]:
+    """(override string, sweep dir name) of the current Hydra job, when there is one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except Exception:  # noqa: BLE001 - not running under Hydra
+        return None, None
+    name = hc.job.override_dirname or hc.job.name
+    group = Path(hc.sweep.dir).name if hc.mode is not None and hc.mode.name == "MULTIRUN" else None
+    return name, group
+
+
+def make_wandb_logger(
+    project: str = "fersuite",
+    mode: str = "auto",
+    save_dir: str = ".",
+    name: str | None = None,
+    group: str | None = None,
+    tags: Sequence[str] | None = None,
+    entity: str | None = None,
+    log_model: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """A Lightning ``WandbLogger``; ``None`` when the mode is ``disabled``.
+
+    Run name defaults to the Hydra override string, group to the multirun sweep.
+    """
+    resolved = resolve_wandb_mode(mode)
+    if resolved == "disabled":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    hydra_name, hydra_group = _hydra_run_info()
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    return WandbLogger(
+        project=project,
+        name=name or hydra_name or None,
+        group=group or hydra_group,
+        tags=list(tags) if tags else None,
+        entity=entity,
+        save_dir=save_dir,
+        offline=resolved == "offline",
+        log_model=log_model,
+        **kwargs,
+    )
+
+
+def finish_wandb() -> None:
+    """Close the active W&B run, if any, so multirun jobs never bleed into each other."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception as exc:  # noqa: BLE001 - never mask the real error at shutdown
+        log.warning("wandb.finish() failed: %s", exc)

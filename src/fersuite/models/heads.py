@@ -1,0 +1,32 @@
+"""The joint expression / valence / arousal head shared by the zoo."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fersuite.types import AffectOutput
+
+
+class JointHead(nn.Module):
+    """Pooled features (B, F) -> :class:`AffectOutput`.
+
+    One linear layer predicts ``num_classes`` expression logits and two values squashed
+    by ``tanh`` into [-1, 1] for valence and arousal.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if in_features <= 0 or num_classes <= 0:
+            raise ValueError(
+                f"JointHead needs positive in_features and num_classes, got {in_features}, {num_classes}"
+            )
+        self.num_classes = num_classes
+        self.in_features = in_features
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes + 2)
+
+    def forward(self, features: torch.Tensor) -> AffectOutput:
+        out = self.fc(self.dropout(features))
+        va = torch.tanh(out[:, self.num_classes :])
+        return AffectOutput(out[:, : self.num_classes], va[:, 0], va[:, 1])

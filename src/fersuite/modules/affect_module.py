@@ -1,0 +1,133 @@
+"""The supervised LightningModule: any zoo model + joint head, affect loss and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric
+
+from fersuite.losses.affect import AffectLoss
+from fersuite.metrics.affect import AffectMetrics
+from fersuite.types import AffectOutput
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class AffectModule(L.LightningModule):
+    """Trains ``net`` (any model returning :class:`AffectOutput`) with ``loss``.
+
+    Logs per stage (``train/``, ``val/``, ``test/``) the loss terms and the metrics of
+    :class:`AffectMetrics`, plus ``val/<monitor>_best``. The confusion matrices of the last
+    val/test epoch are kept in :attr:`confusion`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: AffectLoss,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        class_names: Sequence[str] = (),
+        has_va: bool = True,
+        monitor: str = "val/acc",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss"], logger=False)
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = tuple(class_names)
+        num_classes = int(getattr(net, "num_classes", len(self.class_names)))
+        if self.class_names and len(self.class_names) != num_classes:
+            raise ValueError(
+                f"the model predicts {num_classes} classes but the dataset has "
+                f"{len(self.class_names)} ({', '.join(self.class_names)}); set model.num_classes"
+            )
+        self.has_va = has_va
+        self.monitor = monitor
+        self.compile_net = compile
+        self.metrics = nn.ModuleDict(
+            {
+                "train_": AffectMetrics(num_classes, has_va, confusion=False),
+                "val_": AffectMetrics(num_classes, has_va),
+                "test_": AffectMetrics(num_classes, has_va),
+            }
+        )
+        self.best = MaxMetric()
+        self.confusion: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> AffectOutput:
+        return self.net(x)  # type: ignore[no-any-return]
+
+    def setup(self, stage: str) -> None:
+        if self.compile_net and stage == "fit":
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+
+    def _batch_for_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.has_va:
+            return batch
+        return {k: v for k, v in batch.items() if k not in ("valence", "arousal", "va_mask")}
+
+    def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self(batch["image"])
+        b = self._batch_for_loss(batch)
+        terms = self.loss(out, b)
+        self.metrics[f"{stage}_"].update(out, b)
+        bs = batch["image"].shape[0]
+        on_step = stage == "train"
+        for name, value in terms.items():
+            self.log(f"{stage}/{name}", value.detach(), on_step=on_step, on_epoch=True,
+                     prog_bar=name == "loss", batch_size=bs, sync_dist=not on_step)
+        return terms["loss"]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step("train", batch)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step("val", batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step("test", batch)
+
+    def _epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
+        metrics = self.metrics[f"{stage}_"]
+        values = metrics.compute()
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=False)
+        if stage != "train":
+            cm = metrics.confusion()
+            if cm is not None:
+                self.confusion[stage] = cm.detach().cpu()
+        metrics.reset()
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._epoch_end("val")
+        key = self.monitor.split("/", 1)[-1]
+        if key in values and not self.trainer.sanity_checking:
+            self.best(values[key])
+            self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.metrics["val_"].reset()
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=max(1, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,31 @@
+"""Efficiency profiling: parameters, MACs (fvcore + attention handles), latency, throughput."""
+
+from fersuite.profiling.macs import (
+    EXTRA_MAC_HANDLES,
+    MacsReport,
+    ParamCount,
+    count_macs,
+    count_params,
+    format_macs,
+    unwrap_compiled,
+)
+from fersuite.profiling.timing import (
+    LatencyStats,
+    ThroughputStats,
+    measure_latency,
+    measure_throughput,
+)
+
+__all__ = [
+    "EXTRA_MAC_HANDLES",
+    "LatencyStats",
+    "MacsReport",
+    "ParamCount",
+    "ThroughputStats",
+    "count_macs",
+    "count_params",
+    "format_macs",
+    "measure_latency",
+    "measure_throughput",
+    "unwrap_compiled",
+]

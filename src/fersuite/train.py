@@ -1,0 +1,136 @@
+"""``fersuite-train``: the Hydra app that trains, tests and profiles one configuration.
+
+The recipe: validate the config, build data, model, loss and module from config, fit, test
+the best checkpoint, write ``metrics.json`` and print one summary table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fersuite.config import CONFIG_DIR, validate_config
+from fersuite.loggers import finish_wandb
+from fersuite.utils.io import atomic_write_json
+from fersuite.utils.run_info import environment, print_summary, write_metrics
+
+log = logging.getLogger("fersuite.train")
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
+    callbacks: list[L.Callback] = []
+    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+        if cb_cfg is None or "_target_" not in cb_cfg:
+            continue
+        if not has_logger and str(cb_cfg._target_).endswith("LearningRateMonitor"):
+            continue
+        log.debug("callback %s", name)
+        callbacks.append(instantiate(cb_cfg))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    loggers: list[Any] = []
+    for name, lg_cfg in (cfg.get("logger") or {}).items():
+        if lg_cfg is None:
+            continue
+        try:
+            lg = instantiate(lg_cfg)
+            if lg is not None and "wandb" in name:
+                _ = lg.experiment  # initialise now, so a failure falls back to CSV at once
+        except Exception as exc:  # noqa: BLE001 - logging must never stop training
+            log.warning("logger %s could not start (%s); continuing without it", name, exc)
+            continue
+        if lg is not None:
+            loggers.append(lg)
+    return loggers
+
+
+def build_module(cfg: DictConfig, datamodule: Any) -> L.LightningModule:
+    net = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
+    assert isinstance(loss_cfg, dict)
+    auto_weights = loss_cfg.get("class_weights") == "auto"
+    if auto_weights:
+        loss_cfg["class_weights"] = None
+    loss = instantiate(loss_cfg)
+    if auto_weights:
+        datamodule.setup("fit")
+        loss.set_class_weights(datamodule.class_weights())
+    from fersuite.modules.affect_module import AffectModule
+
+    return AffectModule(
+        net=net,
+        loss=loss,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        class_names=datamodule.class_names,
+        has_va=datamodule.has_va,
+        monitor=cfg.monitor,
+        compile=cfg.get("compile", False),
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train and test one configuration; return its final metrics."""
+    validate_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule)
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, has_logger=bool(loggers))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    if trainer.is_global_zero:
+        atomic_write_json(out_dir / "run_info.json", {
+            "config": OmegaConf.to_container(cfg, resolve=True), **environment()
+        })
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    values: dict[str, Any] = dict(trainer.callback_metrics)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test", True):
+        ckpt = best if (best and cfg.get("train", True)) else None
+        if ckpt is None and not cfg.get("train", True):
+            ckpt = cfg.get("ckpt_path")
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        values.update(trainer.callback_metrics)
+    for cb in callbacks:
+        values.update(getattr(cb, "results", {}) or {})
+
+    metrics: dict[str, float] = {}
+    if trainer.is_global_zero:
+        metrics = write_metrics(out_dir / "metrics.json", values)
+        paths = {"checkpoint": best or "(none)", "run dir": str(out_dir)}
+        print_summary(metrics, paths)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
+    try:
+        metrics = train(cfg)
+    finally:
+        finish_wandb()
+    key = cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+if __name__ == "__main__":
+    main()
