@@ -34,5 +34,9 @@ def validate_config(cfg: DictConfig) -> None:
         if model.arch not in list_models():
             raise ConfigError(f"model.arch={model.arch!r}; expected one of {list_models()}")
     trainer = cfg.get("trainer")
-    if trainer is not None and trainer.get("max_epochs") is not None and int(trainer.max_epochs) < 1:
+    if (
+        trainer is not None
+        and trainer.get("max_epochs") is not None
+        and int(trainer.max_epochs) < 1
+    ):
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs}; expected >= 1")

@@ -40,7 +40,9 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def mapping_indices(source: list[str] | tuple[str, ...], target: list[str] | tuple[str, ...]) -> list[int | None]:
+def mapping_indices(
+    source: list[str] | tuple[str, ...], target: list[str] | tuple[str, ...]
+) -> list[int | None]:
     """For each class of ``source``, its index in ``target`` (None when absent)."""
     tgt = [canonical_name(n) for n in target]
     out: list[int | None] = []

@@ -45,7 +45,7 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
             lg = instantiate(lg_cfg)
             if lg is not None and "wandb" in name:
                 _ = lg.experiment  # initialise now, so a failure falls back to CSV at once
-        except Exception as exc:  # noqa: BLE001 - logging must never stop training
+        except Exception as exc:
             log.warning("logger %s could not start (%s); continuing without it", name, exc)
             continue
         if lg is not None:
@@ -93,9 +93,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if trainer.is_global_zero:
-        atomic_write_json(out_dir / "run_info.json", {
-            "config": OmegaConf.to_container(cfg, resolve=True), **environment()
-        })
+        atomic_write_json(
+            out_dir / "run_info.json",
+            {"config": OmegaConf.to_container(cfg, resolve=True), **environment()},
+        )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
 

@@ -16,7 +16,9 @@ from fersuite.profiling import count_macs, count_params, measure_latency, measur
 log = logging.getLogger(__name__)
 
 
-def model_input_shape(net: nn.Module, fallback: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+def model_input_shape(
+    net: nn.Module, fallback: tuple[int, int, int] | None = None
+) -> tuple[int, int, int]:
     """(C, H, W) the model expects, from its ``input_spec``."""
     spec = getattr(net, "input_spec", None)
     if spec is not None:
@@ -74,8 +76,10 @@ class EfficiencyCallback(L.Callback):
                 summary = getattr(exp, "summary", None)
                 if summary is not None and hasattr(summary, "update"):
                     summary.update(values)
-            except Exception as exc:  # noqa: BLE001 - logging must never kill a run
-                log.warning("could not log efficiency figures to %s: %s", type(logger).__name__, exc)
+            except Exception as exc:
+                log.warning(
+                    "could not log efficiency figures to %s: %s", type(logger).__name__, exc
+                )
 
     # -- hooks ---------------------------------------------------------------------------
     @rank_zero_only
@@ -96,16 +100,25 @@ class EfficiencyCallback(L.Callback):
             },
         )
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._seen_batches >= self.warmup_batches and self._t0 is None:
             self._t0 = time.perf_counter()
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         self._seen_batches += 1
         if self._t0 is not None:
-            self._images += int(batch["image"].shape[0]) if isinstance(batch, dict) else len(batch[0])
+            self._images += (
+                int(batch["image"].shape[0]) if isinstance(batch, dict) else len(batch[0])
+            )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation time is excluded: the clock stops at the end of each training epoch.
@@ -125,11 +138,18 @@ class EfficiencyCallback(L.Callback):
         shape = model_input_shape(net)
         device = pl_module.device
         lat = measure_latency(
-            net, (1, *shape), device=device, warmup=self.latency_warmup, runs=self.latency_runs,
+            net,
+            (1, *shape),
+            device=device,
+            warmup=self.latency_warmup,
+            runs=self.latency_runs,
             threads=self.threads,
         )
         thr = measure_throughput(
-            net, (self.throughput_batch, *shape), batch_size=self.throughput_batch, device=device,
+            net,
+            (self.throughput_batch, *shape),
+            batch_size=self.throughput_batch,
+            device=device,
             runs=self.throughput_runs,
         )
         self.results["efficiency/device"] = str(device)

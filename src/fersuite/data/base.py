@@ -35,7 +35,8 @@ class ArraySplit:
         n = len(self.images)
         if self.images.dtype != np.uint8 or self.images.ndim not in (3, 4):
             raise ValueError(
-                f"images must be uint8 (N,H,W) or (N,H,W,3), got {self.images.dtype} {self.images.shape}"
+                "images must be uint8 (N,H,W) or (N,H,W,3), "
+                f"got {self.images.dtype} {self.images.shape}"
             )
         for name in ("expression", "valence", "arousal", "va_mask"):
             arr = getattr(self, name)
@@ -55,7 +56,9 @@ class ArraySplit:
 class ArrayAffectDataset(Dataset[dict[str, torch.Tensor]]):
     """Yields ``{"image", "expression", "index"[, "valence", "arousal", "va_mask"]}``."""
 
-    def __init__(self, split: ArraySplit, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self, split: ArraySplit, transform: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
         self.split = split
         self.transform = transform
 
@@ -148,7 +151,8 @@ class AffectDataModule(L.LightningDataModule):
                 tr = splits["train"]
                 n = min(self.limit_train, len(tr))
                 splits["train"] = ArraySplit(
-                    tr.images[:n], tr.expression[:n],
+                    tr.images[:n],
+                    tr.expression[:n],
                     None if tr.valence is None else tr.valence[:n],
                     None if tr.arousal is None else tr.arousal[:n],
                     None if tr.va_mask is None else tr.va_mask[:n],
@@ -169,7 +173,11 @@ class AffectDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> ArrayAffectDataset:
         train = split == "train"
         tf = build_transforms(
-            self.image_size, self.in_chans, self.mean, self.std, train=train,
+            self.image_size,
+            self.in_chans,
+            self.mean,
+            self.std,
+            train=train,
             augment=self.augment if train else None,
         )
         return ArrayAffectDataset(self.splits[split], tf)

@@ -40,7 +40,11 @@ class SyntheticDataModule(AffectDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for key, n in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+        for key, n in (
+            ("train_size", train_size),
+            ("val_size", val_size),
+            ("test_size", test_size),
+        ):
             if n < 1:
                 raise ValueError(f"data.{key}={n}; expected >= 1")
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
@@ -52,8 +56,13 @@ class SyntheticDataModule(AffectDataModule):
 
     def cache_key(self, split: str) -> str:
         params = {
-            "v": GENERATOR_VERSION, "split": split, "n": self.sizes[split], "size": self.render_size,
-            "seed": self.seed, "difficulty": self.difficulty, "noise": self.noise,
+            "v": GENERATOR_VERSION,
+            "split": split,
+            "n": self.sizes[split],
+            "size": self.render_size,
+            "seed": self.seed,
+            "difficulty": self.difficulty,
+            "noise": self.noise,
         }
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -62,8 +71,11 @@ class SyntheticDataModule(AffectDataModule):
 
     def _render(self, split: str) -> ArraySplit:
         faces = render_faces(
-            self.sizes[split], size=self.render_size, seed=self._split_seed(split),
-            noise=self.noise, difficulty=self.difficulty,
+            self.sizes[split],
+            size=self.render_size,
+            seed=self._split_seed(split),
+            noise=self.noise,
+            difficulty=self.difficulty,
         )
         return ArraySplit(faces.images, faces.expression, faces.valence, faces.arousal)
 
@@ -75,13 +87,16 @@ class SyntheticDataModule(AffectDataModule):
             try:
                 with np.load(path) as z:
                     return ArraySplit(z["images"], z["expression"], z["valence"], z["arousal"])
-            except Exception as exc:  # noqa: BLE001 - a broken cache is rebuilt, not trusted
+            except Exception as exc:
                 log.warning("synthetic cache %s unreadable (%s); regenerating", path, exc)
         split_data = self._render(split)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(
-                fh, images=split_data.images, expression=split_data.expression,
-                valence=split_data.valence, arousal=split_data.arousal,
+                fh,
+                images=split_data.images,
+                expression=split_data.expression,
+                valence=split_data.valence,
+                arousal=split_data.arousal,
             )
         return split_data
 

@@ -25,10 +25,14 @@ class AugmentConfig:
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"data.augment.hflip={self.hflip}; expected a probability in [0, 1]")
         if not 0.0 <= self.erasing <= 1.0:
-            raise ValueError(f"data.augment.erasing={self.erasing}; expected a probability in [0, 1]")
+            raise ValueError(
+                f"data.augment.erasing={self.erasing}; expected a probability in [0, 1]"
+            )
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"data.augment.crop_scale={list(self.crop_scale)}; expected 0 < lo <= hi <= 1")
+            raise ValueError(
+                f"data.augment.crop_scale={list(self.crop_scale)}; expected 0 < lo <= hi <= 1"
+            )
         if self.rotation < 0:
             raise ValueError(f"data.augment.rotation={self.rotation}; expected degrees >= 0")
 
@@ -68,7 +72,11 @@ def build_transforms(
     std_t = _per_channel(std, in_chans, "data.std")
     ops: list[torch.nn.Module] = [MatchChannels(in_chans)]
     if train and augment is not None:
-        ops.append(v2.RandomResizedCrop(image_size, scale=augment.crop_scale, ratio=(0.9, 1.1), antialias=True))
+        ops.append(
+            v2.RandomResizedCrop(
+                image_size, scale=augment.crop_scale, ratio=(0.9, 1.1), antialias=True
+            )
+        )
         if augment.hflip > 0:
             ops.append(v2.RandomHorizontalFlip(augment.hflip))
         if augment.rotation > 0:

@@ -60,8 +60,11 @@ class AffectLoss(nn.Module):
             raise ValueError(f"loss.va_loss={va_loss!r}; expected one of mse, l1, ccc")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"loss.label_smoothing={label_smoothing}; expected a value in [0, 1)")
-        for key, w in (("expression_weight", expression_weight), ("valence_weight", valence_weight),
-                       ("arousal_weight", arousal_weight)):
+        for key, w in (
+            ("expression_weight", expression_weight),
+            ("valence_weight", valence_weight),
+            ("arousal_weight", arousal_weight),
+        ):
             if w < 0:
                 raise ValueError(f"loss.{key}={w}; weights must be >= 0")
         self.expression_weight = expression_weight
@@ -69,7 +72,11 @@ class AffectLoss(nn.Module):
         self.va_loss = va_loss
         self.valence_weight = valence_weight
         self.arousal_weight = arousal_weight
-        cw = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        cw = (
+            torch.as_tensor(class_weights, dtype=torch.float32)
+            if class_weights is not None
+            else None
+        )
         self.register_buffer("class_weights", cw, persistent=False)
 
     @property

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchmetrics import MeanSquaredError, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 from torchmetrics.regression import ConcordanceCorrCoef, PearsonCorrCoef
 
 from fersuite.metrics.sagr import SignAgreement

@@ -26,7 +26,9 @@ class SignAgreement(Metric):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         if preds.shape != target.shape:
-            raise ValueError(f"SAGR needs equal shapes, got {tuple(preds.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"SAGR needs equal shapes, got {tuple(preds.shape)} and {tuple(target.shape)}"
+            )
         self.agree += (torch.sign(preds) == torch.sign(target)).sum()
         self.total += target.numel()
 

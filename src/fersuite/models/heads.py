@@ -19,7 +19,8 @@ class JointHead(nn.Module):
         super().__init__()
         if in_features <= 0 or num_classes <= 0:
             raise ValueError(
-                f"JointHead needs positive in_features and num_classes, got {in_features}, {num_classes}"
+                "JointHead needs positive in_features and num_classes, "
+                f"got {in_features}, {num_classes}"
             )
         self.num_classes = num_classes
         self.in_features = in_features

@@ -17,7 +17,11 @@ FIXED_INPUT_SIZE: dict[str, int] = {"efficientformer_": 224}
 def check_input_size(name: str, input_size: int) -> None:
     """Fail early for architectures that only run at one resolution."""
     for prefix, size in FIXED_INPUT_SIZE.items():
-        if name.startswith(prefix) and not name.startswith("efficientformerv2") and input_size != size:
+        if (
+            name.startswith(prefix)
+            and not name.startswith("efficientformerv2")
+            and input_size != size
+        ):
             raise ValueError(
                 f"model.name={name} runs at {size}x{size} only (its attention biases are sized "
                 f"for that input); got model.input_size={input_size}"
@@ -73,7 +77,9 @@ class TimmAffectNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_features(x)  # type: ignore[no-any-return]
 
-    def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor | AffectOutput:
+    def forward_head(
+        self, feats: torch.Tensor, pre_logits: bool = False
+    ) -> torch.Tensor | AffectOutput:
         pooled = self.backbone.forward_head(feats, pre_logits=True)
         return pooled if pre_logits else self.head(pooled)
 

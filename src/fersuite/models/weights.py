@@ -42,7 +42,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         return load_file(str(p))
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+    except Exception as exc:
         raise PretrainedWeightsError(
             f"refusing to load {p}: it is not a plain tensor checkpoint loadable with "
             f"weights_only=True ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
@@ -53,10 +53,16 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
 def unwrap_state_dict(obj: object, source: str = "<state dict>") -> dict[str, torch.Tensor]:
     """Find the tensor mapping inside common checkpoint wrappers."""
     for _ in range(3):
-        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if (
+            isinstance(obj, Mapping)
+            and obj
+            and all(isinstance(v, torch.Tensor) for v in obj.values())
+        ):
             return dict(obj)
         if isinstance(obj, Mapping):
-            inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            inner = next(
+                (obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None
+            )
             if inner is None:
                 break
             obj = inner
@@ -67,7 +73,9 @@ def unwrap_state_dict(obj: object, source: str = "<state dict>") -> dict[str, to
     raise PretrainedWeightsError(f"{source}: no tensor state dict found in the file")
 
 
-def strip_prefixes(sd: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = _PREFIXES) -> dict[str, torch.Tensor]:
+def strip_prefixes(
+    sd: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = _PREFIXES
+) -> dict[str, torch.Tensor]:
     """Remove wrapper prefixes (``module.``, ``_orig_mod.``, ...) shared by every key."""
     out = dict(sd)
     changed = True
@@ -100,7 +108,9 @@ def describe_mismatch(model: nn.Module, sd: Mapping[str, torch.Tensor], limit: i
     return "; ".join(parts)
 
 
-def load_into(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str, strict: bool = True) -> None:
+def load_into(
+    model: nn.Module, sd: Mapping[str, torch.Tensor], source: str, strict: bool = True
+) -> None:
     """Load ``sd`` into ``model``; on any mismatch raise one readable error."""
     problem = describe_mismatch(model, sd)
     own = model.state_dict()

@@ -83,8 +83,15 @@ class AffectModule(L.LightningModule):
         bs = batch["image"].shape[0]
         on_step = stage == "train"
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value.detach(), on_step=on_step, on_epoch=True,
-                     prog_bar=name == "loss", batch_size=bs, sync_dist=not on_step)
+            self.log(
+                f"{stage}/{name}",
+                value.detach(),
+                on_step=on_step,
+                on_epoch=True,
+                prog_bar=name == "loss",
+                batch_size=bs,
+                sync_dist=not on_step,
+            )
         return terms["loss"]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -130,4 +137,7 @@ class AffectModule(L.LightningModule):
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=max(1, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

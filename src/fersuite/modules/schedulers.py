@@ -22,7 +22,7 @@ def warmup_cosine(
         raise ValueError(f"scheduler.warmup_fraction={warmup_fraction}; expected a value in [0, 1)")
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"scheduler.min_lr_ratio={min_lr_ratio}; expected a value in [0, 1]")
-    warm = warmup_steps if warmup_steps is not None else int(round(warmup_fraction * total_steps))
+    warm = warmup_steps if warmup_steps is not None else round(warmup_fraction * total_steps)
 
     def factor(step: int) -> float:
         if warm > 0 and step < warm:

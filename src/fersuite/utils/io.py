@@ -29,7 +29,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], mode: str = "w") -> None:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[Any]], None], mode: str = "w"
+) -> None:
     """Open a temporary file, let ``write`` fill it, then rename it into place."""
     with atomic_path(path) as tmp, open(tmp, mode) as fh:
         write(fh)

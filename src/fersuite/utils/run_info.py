@@ -16,15 +16,30 @@ from rich.table import Table
 
 from fersuite.utils.io import atomic_write_json
 
-PACKAGES = ("fersuite", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "timm",
-            "torchmetrics", "wandb", "fvcore", "numpy")
+PACKAGES = (
+    "fersuite",
+    "torch",
+    "torchvision",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "timm",
+    "torchmetrics",
+    "wandb",
+    "fvcore",
+    "numpy",
+)
 
 
 def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     """Finite scalar figures only (tensors converted), keyed by their logged names."""
     out: dict[str, float] = {}
     for key, value in values.items():
-        v = value.item() if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1 else value
+        v = (
+            value.item()
+            if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1
+            else value
+        )
         if isinstance(v, bool) or not isinstance(v, int | float):
             continue
         if math.isfinite(float(v)):
@@ -41,8 +56,12 @@ def write_metrics(path: Path, values: Mapping[str, Any]) -> dict[str, float]:
 def git_commit(cwd: Path | None = None) -> str | None:
     try:
         res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
-            text=True, timeout=5, check=False,
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -65,7 +84,9 @@ def environment() -> dict[str, Any]:
     }
 
 
-def print_summary(metrics: Mapping[str, float], paths: Mapping[str, str], console: Console | None = None) -> None:
+def print_summary(
+    metrics: Mapping[str, float], paths: Mapping[str, str], console: Console | None = None
+) -> None:
     """One table: test metrics, efficiency figures and where the artefacts are."""
     console = console or Console()
     table = Table(title="fersuite run summary", show_lines=False)

@@ -1,0 +1,81 @@
+"""Every config group option composes, and the README's combinations instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fersuite.config import CONFIG_DIR, ConfigError, validate_config
+
+CONF = Path(CONFIG_DIR)
+GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_option_composes(cfg_factory, group: str, option: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory([f"{group}={option}"])
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.to_container(job, resolve=True)  # every interpolation of the job resolves
+    assert cfg.task_name == "train"
+
+
+def test_default_config_has_the_contract_keys(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory()
+    assert cfg.model.arch == "timm" and cfg.model.name == "mobilenetv2_100"
+    assert cfg.data.image_size == cfg.model.input_size
+    assert cfg.data.in_chans == cfg.model.in_chans
+    assert cfg.monitor == "val/acc"
+
+
+README_COMBOS = [
+    [],
+    ["model=timm", "model.name=resnet18"],
+    ["loss=ce"],
+    ["loss=ccc", "optimizer=sgd", "scheduler=none"],
+    ["model.in_chans=3", "model.input_size=64"],
+]
+
+
+@pytest.mark.parametrize("overrides", README_COMBOS, ids=lambda o: " ".join(o) or "default")
+def test_readme_combinations_instantiate(cfg_factory, overrides: list[str]) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory(overrides)
+    validate_config(cfg)
+    dm = instantiate(cfg.data)
+    net = instantiate(cfg.model, num_classes=dm.num_classes)
+    loss = instantiate(cfg.loss)
+    assert net.input_spec.size == dm.image_size
+    assert loss.expression_weight == 1.0
+    opt_factory = instantiate(cfg.optimizer)
+    assert opt_factory(params=list(net.parameters())).param_groups
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["optimizer.lr=-1"], "optimizer.lr"),
+        (["trainer.max_epochs=0"], "max_epochs"),
+        (["model.arch=nope"], "model.arch"),
+    ],
+)
+def test_bad_values_fail_early(cfg_factory, overrides: list[str], match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=match):
+        validate_config(cfg_factory(overrides))
+
+
+def test_unknown_timm_name_is_a_clear_error(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory(["model.name=not_a_model"])
+    with pytest.raises(Exception, match="not a timm model"):
+        instantiate(cfg.model, num_classes=8)
+
+
+def test_pretrained_without_path_fails_at_once(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory(["model.pretrained=true"])
+    with pytest.raises(Exception, match="local weights file"):
+        instantiate(cfg.model, num_classes=8)

@@ -1,0 +1,89 @@
+"""Smoke runs of the console entry point in subprocesses (few steps, tiny data)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, run_env
+
+REQUIRED = [
+    "test/acc",
+    "test/f1_macro",
+    "test/valence_ccc",
+    "test/arousal_ccc",
+    "test/valence_rmse",
+    "test/arousal_rmse",
+    "efficiency/params",
+    "efficiency/macs",
+    "efficiency/latency_ms_b1",
+    "efficiency/throughput_ips",
+    "efficiency/train_ips",
+]
+
+
+def _train(
+    tmp_path: Path, *overrides: str, script: bool = True
+) -> subprocess.CompletedProcess[str]:
+    if script:
+        exe = [str(Path(sys.executable).parent / "fersuite-train")]
+    else:
+        exe = [sys.executable, "-m", "fersuite.train"]
+    flags = [o for o in overrides if o.startswith("--")]
+    rest = [o for o in overrides if not o.startswith("--")]
+    return subprocess.run(
+        [*exe, *flags, *TINY, *rest],
+        cwd=tmp_path,
+        env=run_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _run_dirs(tmp_path: Path, kind: str = "runs") -> list[Path]:
+    return sorted((tmp_path / "logs" / "train" / kind).glob("*"))
+
+
+@pytest.mark.smoke
+def test_default_config_trains_as_console_script(tmp_path: Path) -> None:
+    res = _train(tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = _run_dirs(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    missing = [k for k in REQUIRED if k not in metrics]
+    assert not missing, missing
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["efficiency/params"] > 1e5
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert list((run / "wandb").glob("offline-run-*"))
+    assert (run / "run_info.json").is_file()
+    assert "fersuite run summary" in res.stdout
+    assert "test/acc" in res.stdout
+
+
+@pytest.mark.smoke
+def test_module_entry_without_loggers(tmp_path: Path) -> None:
+    res = _train(tmp_path, "logger=none", "loss=ce", script=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = _run_dirs(tmp_path)
+    assert not (run / "wandb").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "test/acc" in metrics
+
+
+@pytest.mark.smoke
+def test_multirun_runs_every_job(tmp_path: Path) -> None:
+    res = _train(tmp_path, "--multirun", "model.name=mobilenetv2_100,resnet18", "logger=csv")
+    assert res.returncode == 0, res.stderr[-3000:]
+    (sweep,) = _run_dirs(tmp_path, "multiruns")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        assert (job / "metrics.json").is_file()
