@@ -54,6 +54,13 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> L.LightningModule:
+    task = (cfg.get("task") or {}).get("name", "supervised")
+    if task == "distill":
+        from fersuite.modules.distill_module import build_distill_module
+
+        return build_distill_module(cfg, datamodule)
+    if task != "supervised":
+        raise ValueError(f"task.name={task!r}; expected 'supervised' or 'distill'")
     net = instantiate(cfg.model, num_classes=datamodule.num_classes)
     loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
     assert isinstance(loss_cfg, dict)
