@@ -87,3 +87,19 @@ def test_multirun_runs_every_job(tmp_path: Path) -> None:
     assert [j.name for j in jobs] == ["0", "1"]
     for job in jobs:
         assert (job / "metrics.json").is_file()
+
+
+@pytest.mark.smoke
+def test_checkpoint_rebuilds_the_model_safely(tmp_path: Path) -> None:
+    import torch
+
+    from fersuite.checkpoint import load_model_from_checkpoint
+
+    res = _train(tmp_path, "logger=none", "model.name=resnet18")
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = _run_dirs(tmp_path)
+    net, meta = load_model_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert meta.class_names[0] == "neutral" and len(meta.class_names) == 8
+    assert meta.input_size == 48 and meta.in_chans == 1
+    out = net(torch.zeros(2, 1, 48, 48))
+    assert out.expression.shape == (2, 8)

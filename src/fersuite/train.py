@@ -16,6 +16,7 @@ import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fersuite.checkpoint import CheckpointMeta
 from fersuite.config import CONFIG_DIR, validate_config
 from fersuite.loggers import finish_wandb
 from fersuite.utils.io import atomic_write_json
@@ -51,6 +52,20 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
         if lg is not None:
             loggers.append(lg)
     return loggers
+
+
+def checkpoint_metadata(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """Plain data stored in every checkpoint so the model can be rebuilt safely."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    return CheckpointMeta(
+        model_cfg=model_cfg,  # type: ignore[arg-type]
+        class_names=tuple(datamodule.class_names),
+        has_va=bool(datamodule.has_va),
+        input_size=int(datamodule.image_size),
+        in_chans=int(datamodule.in_chans),
+        mean=tuple(float(v) for v in datamodule.mean),
+        std=tuple(float(v) for v in datamodule.std),
+    ).to_dict()
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> L.LightningModule:
@@ -95,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
+    module.checkpoint_meta = checkpoint_metadata(cfg, datamodule)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -115,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt = best if (best and cfg.get("train", True)) else None
         if ckpt is None and not cfg.get("train", True):
             ckpt = cfg.get("ckpt_path")
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         values.update(trainer.callback_metrics)
     for cb in callbacks:
         values.update(getattr(cb, "results", {}) or {})

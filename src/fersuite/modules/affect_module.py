@@ -38,7 +38,7 @@ class AffectModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss"], logger=False)
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
@@ -62,6 +62,8 @@ class AffectModule(L.LightningModule):
         )
         self.best = MaxMetric()
         self.confusion: dict[str, torch.Tensor] = {}
+        #: Plain-data description saved in every checkpoint (see fersuite.checkpoint).
+        self.checkpoint_meta: dict[str, Any] | None = None
 
     def forward(self, x: torch.Tensor) -> AffectOutput:
         return self.net(x)  # type: ignore[no-any-return]
@@ -129,6 +131,10 @@ class AffectModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.metrics["val_"].reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.checkpoint_meta is not None:
+            checkpoint["fersuite"] = self.checkpoint_meta
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
