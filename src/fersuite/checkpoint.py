@@ -67,7 +67,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+    except Exception as exc:
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise PretrainedWeightsError(
             f"refusing to load {p}: not a plain-data checkpoint (weights_only=True failed: {first})"

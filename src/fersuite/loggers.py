@@ -43,7 +43,7 @@ def _hydra_run_info() -> tuple[str | None, str | None]:
         from hydra.core.hydra_config import HydraConfig
 
         hc = HydraConfig.get()
-    except Exception:
+    except Exception:  # noqa: BLE001
         return None, None
     name = hc.job.override_dirname or hc.job.name
     group = Path(hc.sweep.dir).name if hc.mode is not None and hc.mode.name == "MULTIRUN" else None
@@ -92,5 +92,5 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         log.warning("wandb.finish() failed: %s", exc)

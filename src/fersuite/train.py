@@ -46,7 +46,7 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
             lg = instantiate(lg_cfg)
             if lg is not None and "wandb" in name:
                 _ = lg.experiment  # initialise now, so a failure falls back to CSV at once
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             log.warning("logger %s could not start (%s); continuing without it", name, exc)
             continue
         if lg is not None:

@@ -76,7 +76,7 @@ class EfficiencyCallback(L.Callback):
                 summary = getattr(exp, "summary", None)
                 if summary is not None and hasattr(summary, "update"):
                     summary.update(values)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 log.warning(
                     "could not log efficiency figures to %s: %s", type(logger).__name__, exc
                 )

@@ -87,7 +87,7 @@ class SyntheticDataModule(AffectDataModule):
             try:
                 with np.load(path) as z:
                     return ArraySplit(z["images"], z["expression"], z["valence"], z["arousal"])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 log.warning("synthetic cache %s unreadable (%s); regenerating", path, exc)
         split_data = self._render(split)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
