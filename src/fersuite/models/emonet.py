@@ -143,8 +143,21 @@ class EmoNet(nn.Module):
         attention: bool = True,
         freeze_trunk: bool = True,
         pretrained_path: str | Path | None = None,
+        num_classes: int | None = None,
+        in_chans: int = 3,
+        input_size: int = 256,
     ) -> None:
         super().__init__()
+        # ``num_classes`` / ``in_chans`` / ``input_size``: the zoo's uniform constructor keys.
+        if num_classes is not None:
+            num_expressions = num_classes
+        if in_chans != 3:
+            raise ValueError(f"EmoNet takes RGB input (model.in_chans=3), got in_chans={in_chans}")
+        if input_size <= 0 or input_size % 64:
+            raise ValueError(
+                f"EmoNet needs model.input_size as a multiple of 64 (256 for the official "
+                f"weights), got {input_size}"
+            )
         if num_expressions <= 0 or num_stacks <= 0 or num_emo_blocks <= 0:
             raise ValueError(
                 "EmoNet needs positive num_expressions, num_stacks and num_emo_blocks, got "
@@ -154,7 +167,9 @@ class EmoNet(nn.Module):
         self.num_stacks = num_stacks
         self.attention = attention
         self.num_features = _FEATURES
-        self.input_spec = InputSpec(size=256, channels=3, mean=(0.0, 0.0, 0.0), std=(1.0,) * 3)
+        self.input_spec = InputSpec(
+            size=input_size, channels=3, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
+        )
 
         # --- face-alignment (FAN) trunk ---
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3)
