@@ -25,12 +25,12 @@ test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m '' $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests experiments
-	$(BIN)/ruff format --check src tests experiments
+	$(BIN)/ruff check src tests $(wildcard experiments)
+	$(BIN)/ruff format --check src tests $(wildcard experiments)
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests experiments
-	$(BIN)/ruff check --fix src tests experiments
+	$(BIN)/ruff format src tests $(wildcard experiments)
+	$(BIN)/ruff check --fix src tests $(wildcard experiments)
 
 sweep: $(STAMP)
 	$(BIN)/fersuite-train --multirun model.name=mobilenetv2_100,resnet18 trainer.max_epochs=1 \
