@@ -1,0 +1,140 @@
+"""Sweeps and scale: presets, Optuna search, launchers, DDP on 2 CPU processes, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from fersuite.config import CONFIG_DIR
+from tests.conftest import TINY, run_env
+
+EXE = str(Path(sys.executable).parent / "fersuite-train")
+
+
+def _run(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    flags = [a for a in args if a.startswith("--")]
+    rest = [a for a in args if not a.startswith("--")]
+    return subprocess.run(
+        [EXE, *flags, *TINY, "logger=csv", *rest],
+        cwd=tmp_path,
+        env=run_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _compose_hydra(overrides: list[str]) -> object:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "joblib", "local_parallel"])
+def test_launcher_configs_compose(launcher: str) -> None:
+    cfg = _compose_hydra([f"hydra/launcher={launcher}"])
+    target = cfg.hydra.launcher._target_  # type: ignore[attr-defined]
+    assert ("Slurm" in target) if launcher == "slurm" else ("Joblib" in target)
+    if launcher == "slurm":
+        launcher_cfg = cfg.hydra.launcher  # type: ignore[attr-defined]
+        assert launcher_cfg.array_parallelism == 16 and launcher_cfg.gpus_per_node == 1
+
+
+def test_optuna_search_space_composes() -> None:
+    cfg = _compose_hydra(["hparams_search=mit_fer_optuna"])
+    assert cfg.model.arch == "mit_fer"  # type: ignore[attr-defined]
+    params = cfg.hydra.sweeper.params  # type: ignore[attr-defined]
+    assert set(params) == {
+        "optimizer.lr",
+        "optimizer.weight_decay",
+        "model.drop_path_rate",
+        "model.fusion_dim",
+    }
+
+
+@pytest.mark.smoke
+def test_optuna_runs_two_trials(tmp_path: Path) -> None:
+    res = _run(
+        tmp_path,
+        "hparams_search=mit_fer_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        "callbacks.efficiency=null",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    sweeps = list((tmp_path / "logs" / "train" / "multiruns").glob("*"))
+    assert len(sweeps) == 1
+    jobs = [p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit()]
+    assert len(jobs) == 2
+    best = yaml_load(sweeps[0] / "optimization_results.yaml")
+    assert 0.0 <= best["best_value"] <= 1.0
+
+
+def yaml_load(path: Path) -> dict[str, object]:
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _metrics(run: Path) -> dict[str, float]:
+    return json.loads((run / "metrics.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.smoke
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    results = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        res = _run(d, "seed=7", "trainer.deterministic=true", "callbacks.efficiency=null")
+        assert res.returncode == 0, res.stderr[-3000:]
+        (run,) = (d / "logs" / "train" / "runs").glob("*")
+        results.append(_metrics(run))
+        info = json.loads((run / "run_info.json").read_text())
+        assert info["config"]["seed"] == 7 and info["packages"]["torch"]
+    keys = [k for k in results[0] if k.startswith(("test/", "val/"))]
+    assert keys
+    assert {k: results[0][k] for k in keys} == {k: results[1][k] for k in keys}
+
+
+@pytest.mark.smoke
+def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    res = _run(tmp_path, "trainer=ddp_cpu", "data.val_size=64", timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = list((tmp_path / "logs" / "train" / "runs").glob("*"))
+    assert len(runs) == 1, f"Hydra run dir duplicated per rank: {runs}"
+    run = runs[0]
+    metrics = _metrics(run)
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and len(ckpts) == 2
+
+    # The synchronised DDP val accuracy equals a single-process evaluation of the checkpoint.
+    from fersuite.checkpoint import load_model_from_checkpoint
+    from fersuite.data.synthetic_datamodule import SyntheticDataModule
+
+    net, _ = load_model_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    dm = SyntheticDataModule(
+        train_size=96, val_size=64, test_size=48, num_workers=0, cache_dir=str(tmp_path / "cache")
+    )
+    dm.setup()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            pred = net(batch["image"]).expression.argmax(1)
+            correct += int((pred == batch["expression"]).sum())
+            total += len(pred)
+    assert total == 64
+    assert metrics["val/acc"] == pytest.approx(correct / total, abs=1e-6)
