@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements-lock.txt
 install: $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/fersuite-train $(ARGS)
+	$(BIN)/fersuite-train model=mit_fer $(ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q $(PYTEST_ARGS)
