@@ -79,3 +79,14 @@ def test_pretrained_without_path_fails_at_once(cfg_factory) -> None:  # type: ig
     cfg = cfg_factory(["model.pretrained=true"])
     with pytest.raises(Exception, match="local weights file"):
         instantiate(cfg.model, num_classes=8)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_050", "efficientnet_b0", "convnext_atto"])
+def test_timm_families_with_pre_logits_heads(name: str) -> None:
+    import torch
+
+    from fersuite.models.timm_backbone import TimmAffectNet
+
+    net = TimmAffectNet(name, num_classes=7, in_chans=1, input_size=64).eval()
+    out = net(torch.zeros(2, 1, 64, 64))
+    assert out.expression.shape == (2, 7) and out.valence.shape == (2,)

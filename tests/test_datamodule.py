@@ -75,7 +75,8 @@ def test_weighted_sampler_and_class_weights(tmp_path: Path) -> None:
     assert w.shape == (8,) and torch.isfinite(w).all()
     assert w.mean().item() == pytest.approx(1.0)
     loader = dm.train_dataloader()
-    assert type(loader.sampler).__name__ == "WeightedRandomSampler"
+    assert type(loader.sampler).__name__ == "ResumableSampler"
+    assert loader.sampler.weights is not None  # weighted draws, with replacement
 
 
 def test_match_channels_gray_rgb() -> None:

@@ -40,3 +40,7 @@ def validate_config(cfg: DictConfig) -> None:
         and int(trainer.max_epochs) < 1
     ):
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs}; expected >= 1")
+    # Structured checks of every group (keys, simple types, impossible values).
+    from fersuite.config_schema import validate_schema
+
+    validate_schema(cfg)

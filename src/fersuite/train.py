@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fersuite.checkpoint import CheckpointMeta
 from fersuite.config import CONFIG_DIR, validate_config
 from fersuite.loggers import finish_wandb
-from fersuite.utils.io import atomic_write_json
+from fersuite.reporting.wandb_utils import update_wandb_summary
+from fersuite.resume import USER_ERRORS, prepare_resume, read_wandb_id, remember_wandb_id
+from fersuite.utils.io import AtomicCheckpointIO, atomic_write_json
 from fersuite.utils.run_info import environment, print_summary, write_metrics
 
 log = logging.getLogger("fersuite.train")
@@ -37,17 +40,20 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     return callbacks
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
+def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list[Any]:
     loggers: list[Any] = []
     for name, lg_cfg in (cfg.get("logger") or {}).items():
         if lg_cfg is None:
             continue
+        # Resuming: continue the same W&B run (fersuite.resume keeps its id in the run dir).
+        extra = {"id": wandb_id, "resume": "allow"} if wandb_id and "wandb" in name else {}
         try:
-            lg = instantiate(lg_cfg)
+            lg = instantiate(lg_cfg, **extra)
             if lg is not None and "wandb" in name:
                 _ = lg.experiment  # initialise now, so a failure falls back to CSV at once
         except Exception as exc:  # noqa: BLE001
-            log.warning("logger %s could not start (%s); continuing without it", name, exc)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            log.warning("logger %s could not start (%s); continuing without it", name, first)
             continue
         if lg is not None:
             loggers.append(lg)
@@ -103,6 +109,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> L.LightningModule:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and test one configuration; return its final metrics."""
     validate_config(cfg)
+    ckpt_path = prepare_resume(cfg)  # resume=auto / ckpt_path; may switch paths.output_dir
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -111,9 +118,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
     module.checkpoint_meta = checkpoint_metadata(cfg, datamodule)
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg, wandb_id=read_wandb_id(out_dir) if ckpt_path else None)
+    remember_wandb_id(loggers, out_dir)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins
+    )
 
     if trainer.is_global_zero:
         atomic_write_json(
@@ -124,7 +135,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
 
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     values: dict[str, Any] = dict(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test", True):
@@ -139,6 +150,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if trainer.is_global_zero:
         metrics = write_metrics(out_dir / "metrics.json", values)
+        update_wandb_summary(metrics)  # final test + efficiency figures in the W&B summary
         paths = {"checkpoint": best or "(none)", "run dir": str(out_dir)}
         print_summary(metrics, paths)
     return metrics
@@ -150,6 +162,11 @@ def main(cfg: DictConfig) -> float | None:
         cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
     try:
         metrics = train(cfg)
+    except USER_ERRORS as exc:  # bad config/data/checkpoint, non-finite loss: one line, exit 1
+        if "--multirun" in sys.argv or "-m" in sys.argv:
+            raise
+        print(f"fersuite-train: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     finally:
         finish_wandb()
     key = cfg.get("optimized_metric")

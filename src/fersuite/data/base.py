@@ -9,8 +9,9 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
+from fersuite.data.samplers import ResumableSampler
 from fersuite.data.transforms import AugmentConfig, build_transforms
 
 SPLITS = ("train", "val", "test")
@@ -69,8 +70,15 @@ class ArrayAffectDataset(Dataset[dict[str, torch.Tensor]]):
         s = self.split
         img = torch.from_numpy(np.ascontiguousarray(s.images[idx]))
         img = img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1)
+        aug_seed = getattr(idx, "aug_seed", None)  # set by ResumableSampler (train split)
+        if aug_seed is None:
+            image = self.transform(img)
+        else:  # augmentation drawn from its own seed: independent of the global RNG
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(aug_seed)
+                image = self.transform(img)
         item: dict[str, torch.Tensor] = {
-            "image": self.transform(img),
+            "image": image,
             "expression": torch.as_tensor(s.expression[idx]),
             "index": torch.tensor(idx, dtype=torch.long),
         }
@@ -186,17 +194,20 @@ class AffectDataModule(L.LightningDataModule):
         train = split == "train"
         ds = self.dataset(split)
         sampler = None
-        if train and self.sampler == "weighted":
-            labels = self.splits["train"].hard_labels
-            per_class = self.class_weights().numpy()
-            sampler = WeightedRandomSampler(
-                torch.as_tensor(per_class[labels], dtype=torch.double), num_samples=len(labels)
-            )
+        generator = None
+        if train:  # epoch-seeded and resumable mid-epoch (fersuite.data.samplers)
+            weights = None
+            if self.sampler == "weighted":
+                per_class = self.class_weights().numpy()
+                weights = torch.as_tensor(per_class[self.splits["train"].hard_labels])
+            seed = torch.initial_seed()
+            sampler = ResumableSampler(len(ds), seed=seed, weights=weights)
+            generator = torch.Generator().manual_seed(seed)  # worker seeds: not the global RNG
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
+            generator=generator,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

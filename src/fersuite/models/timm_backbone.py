@@ -68,7 +68,10 @@ class TimmAffectNet(nn.Module):
             raise PretrainedWeightsError(f"model.pretrained_path={pretrained_path}: {exc}") from exc
         self.name = name
         self.num_classes = num_classes
-        self.num_features = int(self.backbone.num_features)
+        # The pooled (pre-logits) width: larger than num_features for models with a
+        # pre-logits conv head (e.g. MobileNetV3).
+        hidden = getattr(self.backbone, "head_hidden_size", None)
+        self.num_features = int(hidden or self.backbone.num_features)
         self.head = JointHead(self.num_features, num_classes, dropout=drop_rate)
         m = tuple(mean) if mean is not None else (0.5,) * in_chans
         s = tuple(std) if std is not None else (0.5,) * in_chans

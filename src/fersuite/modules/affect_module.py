@@ -61,6 +61,7 @@ class AffectModule(L.LightningModule):
             }
         )
         self.best = MaxMetric()
+        self.best.persistent(True)  # checkpointed, so a resumed run keeps its best so far
         self.confusion: dict[str, torch.Tensor] = {}
         #: Plain-data description saved in every checkpoint (see fersuite.checkpoint).
         self.checkpoint_meta: dict[str, Any] | None = None
@@ -81,6 +82,7 @@ class AffectModule(L.LightningModule):
         out = self(batch["image"])
         b = self._batch_for_loss(batch)
         terms = self.loss(out, b)
+        self.last_loss_terms = terms  # read by fersuite.callbacks.nonfinite_guard
         self.metrics[f"{stage}_"].update(out, b)
         bs = batch["image"].shape[0]
         on_step = stage == "train"

@@ -51,3 +51,41 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def _make_atomic_checkpoint_io() -> type:
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Lightning ``CheckpointIO`` that writes a checkpoint atomically on local disks.
+
+        Lightning's own writer stages the file in the system temp dir and moves it into place
+        without fsync; across filesystems that move is a copy, so a kill mid-copy leaves a
+        truncated ``last.ckpt``. This one writes ``.<name>.<random>.tmp`` beside the target,
+        fsyncs it and ``os.replace``-s it over the target: the old checkpoint stays intact
+        until the new one is complete, and a leftover ``.tmp`` is never named ``*.ckpt``.
+        """
+
+        def save_checkpoint(
+            self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+        ) -> None:
+            target = str(path)
+            if storage_options is not None or ("://" in target and not target.startswith("file:")):
+                super().save_checkpoint(checkpoint, path, storage_options)  # remote: fsspec
+                return
+            import torch
+
+            with atomic_path(target.removeprefix("file://")) as tmp, open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+
+    AtomicCheckpointIO.__module__ = __name__
+    return AtomicCheckpointIO
+
+
+def __getattr__(name: str) -> Any:
+    # ``AtomicCheckpointIO`` is built on first use so that importing this module stays light.
+    if name == "AtomicCheckpointIO":
+        cls = _make_atomic_checkpoint_io()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

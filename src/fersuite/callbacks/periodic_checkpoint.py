@@ -1,0 +1,51 @@
+"""``last.ckpt`` every N training steps or every T seconds, for crash-and-resume.
+
+Configured by the top-level keys ``checkpoint.every_n_train_steps`` and
+``checkpoint.train_time_interval`` (seconds); with both ``null`` it never writes (the
+``model_checkpoint`` callback still writes ``last.ckpt`` after every epoch).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class PeriodicLastCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` that only (over)writes ``<dirpath>/last.ckpt`` on a step/time clock."""
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        every_n_train_steps: int | None = None,
+        train_time_interval: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ValueError(
+                f"checkpoint.every_n_train_steps={every_n_train_steps}; expected >= 1 or null"
+            )
+        if train_time_interval is not None and train_time_interval <= 0:
+            raise ValueError(
+                f"checkpoint.train_time_interval={train_time_interval}; "
+                "expected seconds > 0 or null"
+            )
+        if every_n_train_steps is not None and train_time_interval is not None:
+            raise ValueError(
+                "set checkpoint.every_n_train_steps or checkpoint.train_time_interval, not both"
+            )
+        super().__init__(
+            dirpath=dirpath,
+            monitor=None,
+            save_top_k=0,
+            save_last=True,
+            every_n_epochs=0,  # epoch ends are model_checkpoint's job
+            enable_version_counter=False,  # overwrite last.ckpt, never last-v1.ckpt
+            every_n_train_steps=every_n_train_steps or 0,
+            train_time_interval=(
+                timedelta(seconds=float(train_time_interval)) if train_time_interval else None
+            ),
+            **kwargs,
+        )

@@ -1,0 +1,281 @@
+"""Structured validation of a composed config, before anything is built or loaded.
+
+Every ``_target_`` node (``data``, ``model``, ``loss``, ``optimizer``, ``scheduler``,
+``trainer``, each ``callbacks.*`` and ``logger.*``) is checked against the signature of the
+callable it names: a key the callable does not take is an error (with the closest valid key
+as a suggestion), and values of simple annotated types (``int``, ``float``, ``bool``, ``str``,
+``Literal``, their ``| None``) must have that type. Nested dicts annotated with a dataclass
+(``data.augment``) are checked against its fields. Then a few values that cannot work are
+refused (unknown timm model, fixed-resolution models at another size, class counts a dataset
+cannot provide, the reliability keys). Every failure is a :class:`ConfigError` whose message
+is one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fersuite.config import ConfigError
+
+TARGET_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer")
+MULTI_GROUPS = ("callbacks", "logger")
+_MODEL_FACTORY = "fersuite.models.registry.create_model"
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """What a target callable accepts."""
+
+    name: str
+    params: dict[str, inspect.Parameter]
+    hints: dict[str, Any]
+    open: bool  # takes **kwargs that go somewhere we cannot follow
+
+
+def _locate(key: str, target: str) -> Any:
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{key}._target_={target!r} cannot be imported ({first})") from exc
+
+
+def _hints(fn: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
+        return {}
+
+
+def signature_of(obj: Any) -> Signature:
+    """Parameters of a function, or of a class's ``__init__`` chain through ``**kwargs``."""
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    if inspect.isclass(obj):
+        for cls in obj.__mro__:
+            init = cls.__dict__.get("__init__")
+            if init is None:
+                continue
+            if cls is object:
+                return Signature(obj.__name__, params, hints, open=False)
+            sig = inspect.signature(init)
+            var_kw = False
+            for name, p in list(sig.parameters.items())[1:]:
+                if p.kind is p.VAR_KEYWORD:
+                    var_kw = True
+                elif p.kind is not p.VAR_POSITIONAL:
+                    params.setdefault(name, p)
+            for name, hint in _hints(init).items():
+                hints.setdefault(name, hint)
+            if not var_kw:
+                return Signature(obj.__name__, params, hints, open=False)
+        return Signature(obj.__name__, params, hints, open=True)
+    sig = inspect.signature(obj)
+    open_ = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    params = {
+        n: p for n, p in sig.parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+    return Signature(getattr(obj, "__name__", str(obj)), params, _hints(obj), open=open_)
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check_value(key: str, value: Any, hint: Any) -> None:
+    """Raise when ``value`` clearly does not fit a simple annotation; accept otherwise."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return
+        if isinstance(value, Mapping):  # a dict for a dataclass option: check its keys
+            for arg in args:
+                if dataclasses.is_dataclass(arg) and isinstance(arg, type):
+                    _check_dataclass_keys(key, value, arg)
+                    return
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                _check_value(key, value, arg)
+                return
+            except ConfigError as exc:
+                errors.append(exc)
+        if errors and len(errors) == len([a for a in args if a is not type(None)]):
+            allowed = " or ".join(_type_name(a) for a in args)
+            raise ConfigError(f"{key}={value!r}; expected {allowed}")
+        return
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            allowed = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise ConfigError(f"{key}={value!r}; expected one of {allowed}")
+        return
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, Mapping):
+            _check_dataclass_keys(key, value, hint)
+            return
+        ok = isinstance(value, hint)
+    else:
+        return  # containers, tensors, callables...: not checked here
+    if not ok:
+        raise ConfigError(f"{key}={value!r}; expected {_type_name(hint)}")
+
+
+def _check_dataclass_keys(key: str, value: Mapping[str, Any], cls: type) -> None:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    for k, v in value.items():
+        if k not in fields:
+            raise ConfigError(
+                f"{key}.{k} is not a key of {cls.__name__}{_suggest(str(k), fields)} "
+                f"(keys: {', '.join(fields)})"
+            )
+        if k in hints:
+            _check_value(f"{key}.{k}", v, hints[k])
+
+
+def target_signature(key: str, node: Mapping[str, Any]) -> Signature:
+    target = str(node["_target_"])
+    if target == _MODEL_FACTORY and node.get("arch") is not None:
+        from fersuite.models.registry import get_model_class, list_models
+
+        if node["arch"] not in list_models():
+            raise ConfigError(f"{key}.arch={node['arch']!r}; expected one of {list_models()}")
+        sig = signature_of(get_model_class(str(node["arch"])))
+        params = dict(sig.params)
+        params["arch"] = inspect.Parameter("arch", inspect.Parameter.KEYWORD_ONLY)
+        return dataclasses.replace(sig, params=params)
+    return signature_of(_locate(key, target))
+
+
+def check_target_node(key: str, node: Mapping[str, Any]) -> None:
+    """Keys and simple types of one ``_target_`` node (already resolved to plain data)."""
+    sig = target_signature(key, node)
+    for k, value in node.items():
+        k = str(k)
+        if k.startswith("_"):
+            continue
+        if k not in sig.params:
+            if sig.open:
+                continue
+            raise ConfigError(
+                f"{key}.{k} is not a key of {sig.name}{_suggest(k, sig.params)} "
+                f"(keys: {', '.join(sorted(sig.params))})"
+            )
+        if k in sig.hints:
+            _check_value(f"{key}.{k}", value, sig.hints[k])
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    node = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if node is None or not isinstance(node, DictConfig):
+        return node
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "HydraConfig was not set" in str(exc):
+            return None  # composed outside a Hydra job: ${hydra:...} cannot resolve here
+        raise ConfigError(f"{key}: cannot resolve the config ({first})") from exc
+
+
+# -- values that cannot work --------------------------------------------------------------------
+def _check_model(model: Mapping[str, Any]) -> None:
+    if model.get("arch") != "timm" or "name" not in model:
+        return
+    import timm
+
+    from fersuite.models.timm_backbone import check_input_size
+
+    name = str(model["name"])
+    if name not in timm.list_models():
+        close = _suggest(name, timm.list_models())
+        raise ConfigError(
+            f"model.name={name!r} is not a timm model{close} (see timm.list_models())"
+        )
+    try:
+        check_input_size(name, int(model.get("input_size", 0)))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _check_data(data: Mapping[str, Any]) -> None:
+    cls = _locate("data", str(data["_target_"]))
+    supported = getattr(cls, "supported_num_classes", None)
+    requested = data.get("num_classes")
+    if supported and requested is not None and int(requested) not in tuple(supported):
+        raise ConfigError(
+            f"data.num_classes={requested}: {cls.__name__} provides "
+            f"{' or '.join(str(n) for n in supported)} classes"
+        )
+
+
+def _check_reliability(cfg: DictConfig) -> None:
+    guard = _resolved(cfg, "trainer_guard") or {}
+    action = guard.get("on_nonfinite", "stop")
+    if action not in ("stop", "skip"):
+        raise ConfigError(f"trainer_guard.on_nonfinite={action!r}; expected 'stop' or 'skip'")
+    skips = guard.get("max_skips", 0)
+    if not isinstance(skips, int) or isinstance(skips, bool) or skips < 0:
+        raise ConfigError(f"trainer_guard.max_skips={skips!r}; expected an integer >= 0")
+    ck = _resolved(cfg, "checkpoint") or {}
+    steps, secs = ck.get("every_n_train_steps"), ck.get("train_time_interval")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ConfigError(
+            f"checkpoint.every_n_train_steps={steps!r}; expected an integer >= 1 or null"
+        )
+    if secs is not None and (not isinstance(secs, int | float) or secs <= 0):
+        raise ConfigError(f"checkpoint.train_time_interval={secs!r}; expected seconds > 0 or null")
+    if steps is not None and secs is not None:
+        raise ConfigError(
+            "checkpoint.every_n_train_steps and checkpoint.train_time_interval are both set; "
+            "expected one of them"
+        )
+    resume = cfg.get("resume")
+    if resume is not None and not isinstance(resume, str):
+        raise ConfigError(f"resume={resume!r}; expected null, 'auto', a run dir or a .ckpt file")
+
+
+def validate_schema(cfg: DictConfig) -> None:
+    """Run every structural check; raise :class:`ConfigError` at the first problem."""
+    for group in TARGET_GROUPS:
+        node = _resolved(cfg, group)
+        if isinstance(node, Mapping) and "_target_" in node:
+            check_target_node(group, node)
+            if group == "model":
+                _check_model(node)
+            elif group == "data":
+                _check_data(node)
+    for group in MULTI_GROUPS:
+        nodes = _resolved(cfg, group)
+        if not isinstance(nodes, Mapping):
+            continue
+        for name, node in nodes.items():
+            if isinstance(node, Mapping) and "_target_" in node:
+                check_target_node(f"{group}.{name}", node)
+    _check_reliability(cfg)

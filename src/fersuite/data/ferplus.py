@@ -1,0 +1,125 @@
+"""FER+ relabelling of FER2013: ``fer2013new.csv`` (10 crowd votes per image, 8 emotions).
+
+The file is row-aligned with fer2013.csv: data row *i* of one describes data row *i* of the
+other (same ``Usage``). Targets are the majority class (``ferplus_mode=majority``) or the
+vote distribution over the 8 emotions (``soft``). Dropped, and counted per reason: rows
+without an image name (FER+ removed the image), rows whose most-voted category (ties
+included) is ``unknown`` or ``NF`` (not a face), and, in majority mode only, rows whose
+top vote count is shared by two emotions (no majority).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fersuite.data.base import SPLITS
+from fersuite.data.csvio import CsvTable, FieldError, parse_int
+from fersuite.data.errors import BadSamples, DataFormatError
+
+FERPLUS_VOTE_COLUMNS = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
+FERPLUS_HEADER = ("Usage", "Image name", *FERPLUS_VOTE_COLUMNS)
+#: FER+'s own class order, in canonical vocabulary names.
+FERPLUS_CLASSES = ("neutral", "happy", "surprise", "sad", "anger", "disgust", "fear", "contempt")
+FERPLUS_MODES = ("majority", "soft")
+FORMAT = (
+    "FER+ fer2013new.csv with header 'Usage,Image name,neutral,happiness,surprise,sadness,"
+    "anger,disgust,fear,contempt,unknown,NF' (non-negative vote counts), row-aligned with "
+    "fer2013.csv"
+)
+_USAGES = {"Training": 0, "PublicTest": 1, "PrivateTest": 2}
+_MAX_VOTES = 1000
+
+
+@dataclass
+class FerPlusVotes:
+    votes: np.ndarray  # (n_rows, 10) int32; rows that were skipped are all zero
+    valid: np.ndarray  # (n_rows,) bool
+    has_image: np.ndarray  # (n_rows,) bool
+
+
+def read_ferplus(
+    path: Path, bad: BadSamples, row_split: np.ndarray, fer_path: Path
+) -> FerPlusVotes:
+    """Read fer2013new.csv and check it against fer2013.csv's per-row split ``row_split``."""
+    n = len(row_split)
+    table = CsvTable(path, FERPLUS_HEADER, FORMAT, exact=True)
+    votes = np.zeros((n, len(FERPLUS_VOTE_COLUMNS)), dtype=np.int32)
+    valid = np.zeros(n, dtype=bool)
+    has_image = np.zeros(n, dtype=bool)
+    for row in table.rows(bad):
+        if row.index >= n:
+            continue  # reported below as a row-count mismatch
+        usage = _USAGES.get(row["Usage"].strip())
+        if usage is None:
+            bad(row.where, f"Usage={row['Usage']!r}; expected Training, PublicTest or PrivateTest")
+            continue
+        if row_split[row.index] >= 0 and row_split[row.index] != usage:
+            other = SPLITS[int(row_split[row.index])]
+            bad(
+                row.where,
+                f"Usage={row['Usage'].strip()} but data row {row.index + 1} of {fer_path} is in "
+                f"the {other} split; the files must be row-aligned",
+                "misaligned",
+            )
+            continue
+        try:
+            v = [parse_int(row[c], c, 0, _MAX_VOTES) for c in FERPLUS_VOTE_COLUMNS]
+        except FieldError as exc:
+            bad(row.where, str(exc), "bad votes")
+            continue
+        if sum(v) == 0:
+            bad(row.where, "has no votes; expected vote counts that sum to > 0", "bad votes")
+            continue
+        votes[row.index] = v
+        valid[row.index] = True
+        has_image[row.index] = bool(row["Image name"].strip())
+    if table.n_rows != n:
+        raise DataFormatError(
+            f"{path}: has {table.n_rows} data rows but {fer_path} has {n}; "
+            "expected FER+'s fer2013new.csv, row-aligned with fer2013.csv"
+        )
+    return FerPlusVotes(votes=votes, valid=valid, has_image=has_image)
+
+
+def ferplus_targets(
+    data: FerPlusVotes, mode: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(keep mask, majority class, vote distribution over the 8 emotions, drop reasons).
+
+    Every array has one row per data row; ``dropped`` maps each reason to the rows it drops.
+    """
+    if mode not in FERPLUS_MODES:
+        raise DataFormatError(f"data.ferplus_mode={mode!r}; expected one of {FERPLUS_MODES}")
+    v = data.votes
+    top = v.max(axis=1, keepdims=True)
+    is_top = (v == top) & data.valid[:, None]
+    unknown_or_nf = is_top[:, 8] | is_top[:, 9]
+    tie = is_top[:, :8].sum(axis=1) > 1
+    no_image = data.valid & ~data.has_image
+    dropped = {
+        "ferplus_no_image": no_image,
+        "ferplus_unknown_or_nf": data.valid & data.has_image & unknown_or_nf,
+    }
+    keep = data.valid & data.has_image & ~unknown_or_nf
+    if mode == "majority":
+        dropped["ferplus_tie"] = keep & tie
+        keep = keep & ~tie
+    emo = v[:, :8].astype(np.float64)
+    total = emo.sum(axis=1, keepdims=True)
+    soft = np.divide(emo, total, out=np.zeros_like(emo), where=total > 0).astype(np.float32)
+    hard = emo.argmax(axis=1).astype(np.int64)
+    return keep, hard, soft, dropped

@@ -1,0 +1,111 @@
+"""A resumable train sampler: epoch ``e`` visits a permutation derived from ``(seed, e)`` only.
+
+Because the order of an epoch depends on nothing but the seed and the epoch number, a run
+killed in the middle of an epoch can resume at the exact sample it stopped at: the sampler's
+state (``epoch``, ``start`` = samples already consumed) is saved in the checkpoint by
+:class:`fersuite.callbacks.rng_state.RNGStateCallback` and the first iteration after loading
+skips those samples.
+
+Each yielded index is a :class:`SeededIndex`: an ``int`` that also carries a per-sample
+augmentation seed derived from ``(seed, epoch, position)``. ``ArrayAffectDataset`` draws the
+augmentation of that sample from a generator seeded with it, so augmentation does not depend
+on the global RNG, on the number of workers or on whether the run was interrupted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+_MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant, decorrelates nearby seeds
+_MASK = (1 << 63) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """A deterministic non-negative 63-bit seed from integers (no global RNG involved)."""
+    h = 0x2545F4914F6CDD1D
+    for p in parts:
+        h = ((h ^ (int(p) & _MASK)) * _MIX + 0x632BE59BD9B4E019) & _MASK
+        h ^= h >> 29
+    return h
+
+
+class SeededIndex(int):
+    """A dataset index that also carries the seed for that sample's augmentation."""
+
+    aug_seed: int
+
+    def __new__(cls, value: int, aug_seed: int) -> SeededIndex:
+        obj = super().__new__(cls, value)
+        obj.aug_seed = aug_seed
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SeededIndex, (int(self), self.aug_seed))
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffled (or weighted, with replacement) sampling that can resume mid-epoch.
+
+    Args:
+        num_samples: size of the dataset.
+        seed: base seed; epoch ``e`` uses ``mix_seed(seed, e)``.
+        weights: per-sample weights for weighted sampling with replacement (``None``: a
+            permutation of the dataset).
+    """
+
+    def __init__(
+        self, num_samples: int, seed: int = 0, weights: Sequence[float] | torch.Tensor | None = None
+    ) -> None:
+        if num_samples < 1:
+            raise ValueError(f"ResumableSampler needs at least one sample, got {num_samples}")
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        if self.weights is not None and len(self.weights) != self.num_samples:
+            raise ValueError(
+                f"sampler weights have {len(self.weights)} entries for {self.num_samples} samples"
+            )
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, samples to skip)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The full index order of ``epoch`` (a pure function of the seed and the epoch)."""
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        if self.weights is None:
+            return torch.randperm(self.num_samples, generator=gen)
+        return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=gen)
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch
+        start = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            start = self._resume[1]
+        self._resume = None
+        order = self.order(epoch).tolist()
+        for pos in range(start, len(order)):
+            yield SeededIndex(order[pos], mix_seed(self.seed, epoch, pos, 1))
+
+    # -- resume -----------------------------------------------------------------------------
+    def state_dict(self, consumed: int = 0) -> dict[str, int]:
+        """Plain-data state: the epoch and how many of its samples were already consumed."""
+        return {"seed": self.seed, "epoch": self.epoch, "start": int(consumed)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """The next iteration of epoch ``state['epoch']`` starts at sample ``state['start']``.
+
+        The checkpoint's seed is adopted, so a run started without a fixed seed still resumes
+        the order it was following.
+        """
+        self.seed = int(state.get("seed", self.seed))
+        self._resume = (int(state["epoch"]), int(state["start"]))

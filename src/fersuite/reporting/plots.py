@@ -1,0 +1,223 @@
+"""PNG figures of a run or a sweep, drawn with matplotlib's Agg canvas (no display, no pyplot).
+
+Figures are built as :class:`matplotlib.figure.Figure` objects (never registered with pyplot, so
+nothing leaks between calls or threads) and written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fersuite.utils.io import atomic_path
+
+__all__ = [
+    "ParetoPoint",
+    "ccc",
+    "pareto_front",
+    "save_confusion_png",
+    "save_pareto_png",
+    "save_va_scatter_png",
+]
+
+
+def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return out
+
+
+def _array(values: Any) -> np.ndarray:
+    arr = np.asarray(values.cpu() if hasattr(values, "cpu") else values, dtype=np.float64)
+    return arr.reshape(-1) if arr.ndim != 1 else arr
+
+
+def ccc(pred: Any, true: Any) -> float:
+    """Lin's concordance correlation coefficient (NaN for fewer than 2 samples)."""
+    p, t = _array(pred), _array(true)
+    if len(p) < 2:
+        return math.nan
+    pm, tm = p.mean(), t.mean()
+    cov = ((p - pm) * (t - tm)).mean()
+    denom = p.var() + t.var() + (pm - tm) ** 2
+    return float(2 * cov / denom) if denom > 0 else math.nan
+
+
+def save_confusion_png(
+    confusion: Any,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "Confusion matrix",
+) -> Path:
+    """Confusion matrix (rows = true class, columns = prediction) as a PNG.
+
+    Cells are coloured by the row-normalised rate (per-class recall on the diagonal) and
+    annotated with the count and the rate; the title gives overall accuracy and sample count.
+    """
+    cm = np.asarray(confusion.cpu() if hasattr(confusion, "cpu") else confusion, dtype=np.int64)
+    k = len(class_names)
+    if cm.shape != (k, k):
+        raise ValueError(f"confusion matrix has shape {cm.shape}; expected ({k}, {k})")
+    support = cm.sum(axis=1, keepdims=True)
+    rates = np.divide(cm, support, out=np.zeros(cm.shape, dtype=np.float64), where=support > 0)
+    total = int(cm.sum())
+    acc = float(np.trace(cm) / total) if total else math.nan
+
+    side = max(4.0, 0.75 * k + 2.0)
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    ax.set_xticks(range(k), labels=list(class_names), rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=list(class_names))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title} (acc {acc:.3f}, n={total})")
+    for i in range(k):
+        for j in range(k):
+            colour = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{rates[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color=colour,
+            )
+    return _save(fig, path)
+
+
+def save_va_scatter_png(
+    pred_valence: Any,
+    true_valence: Any,
+    pred_arousal: Any,
+    true_arousal: Any,
+    path: str | os.PathLike[str],
+    title: str = "Valence / arousal",
+) -> Path:
+    """Two scatter panels (valence, arousal) of prediction vs. ground truth on [-1, 1].
+
+    The identity line is drawn; each panel's title gives the CCC and the RMSE.
+    """
+    pairs = {
+        "valence": (_array(pred_valence), _array(true_valence)),
+        "arousal": (_array(pred_arousal), _array(true_arousal)),
+    }
+    for name, (p, t) in pairs.items():
+        if len(p) != len(t):
+            raise ValueError(f"{name}: {len(p)} predictions but {len(t)} targets")
+    fig = Figure(figsize=(10.0, 5.0), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, (name, (p, t)) in zip(axes, pairs.items(), strict=True):
+        alpha = 0.6 if len(p) <= 2000 else 0.25
+        ax.scatter(t, p, s=8, alpha=alpha, edgecolors="none")
+        ax.plot([-1, 1], [-1, 1], color="grey", linewidth=1, linestyle="--")
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}")
+        rmse = float(np.sqrt(np.mean((p - t) ** 2))) if len(p) else math.nan
+        ax.set_title(f"{name}: CCC {ccc(p, t):.3f}, RMSE {rmse:.3f} (n={len(p)})")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """One model of a sweep: cost (e.g. MACs), quality (e.g. accuracy) and a label."""
+
+    cost: float
+    quality: float
+    label: str
+
+
+def pareto_front(costs: Sequence[float], qualities: Sequence[float]) -> list[int]:
+    """Indices of the Pareto-optimal points (lower cost and higher quality are better).
+
+    A point is on the front when no other point has a cost <= and a quality >= with at least
+    one strict. Returned in order of increasing cost; NaN points are never on the front.
+    """
+    if len(costs) != len(qualities):
+        raise ValueError(f"{len(costs)} costs but {len(qualities)} qualities")
+    idx = [
+        i
+        for i in range(len(costs))
+        if math.isfinite(float(costs[i])) and math.isfinite(float(qualities[i]))
+    ]
+    idx.sort(key=lambda i: (float(costs[i]), -float(qualities[i])))
+    front: list[int] = []
+    best = -math.inf
+    for i in idx:
+        if float(qualities[i]) > best:
+            front.append(i)
+            best = float(qualities[i])
+    return front
+
+
+def save_pareto_png(
+    points: Sequence[ParetoPoint],
+    path: str | os.PathLike[str],
+    x_label: str = "MACs",
+    y_label: str = "accuracy",
+    title: str = "Accuracy vs. cost",
+) -> Path:
+    """Scatter of quality vs. cost (log x) with labelled points and the Pareto front as a step."""
+    usable = [p for p in points if p.cost > 0 and math.isfinite(p.cost * p.quality)]
+    if not usable:
+        raise ValueError(
+            "no point with a positive cost and a finite quality to plot "
+            f"({len(points)} given); is the metric present in every job's metrics.json?"
+        )
+    fig = Figure(figsize=(8.0, 5.5), layout="constrained")
+    ax = fig.subplots()
+    xs = [p.cost for p in usable]
+    ys = [p.quality for p in usable]
+    front = pareto_front(xs, ys)
+    on_front = set(front)
+    ax.scatter(
+        [x for i, x in enumerate(xs) if i not in on_front],
+        [y for i, y in enumerate(ys) if i not in on_front],
+        color="tab:grey",
+        label="dominated",
+        zorder=2,
+    )
+    ax.scatter(
+        [xs[i] for i in front],
+        [ys[i] for i in front],
+        color="tab:red",
+        label="Pareto front",
+        zorder=3,
+    )
+    if len(front) > 1:
+        ax.step(
+            [xs[i] for i in front],
+            [ys[i] for i in front],
+            where="post",
+            color="tab:red",
+            linewidth=1.2,
+            zorder=1,
+        )
+    for p in usable:
+        ax.annotate(
+            p.label, (p.cost, p.quality), textcoords="offset points", xytext=(4, 4), fontsize=8
+        )
+    ax.set_xscale("log")
+    if min(xs) == max(xs):  # a single cost: give the log axis a visible span
+        ax.set_xlim(min(xs) / 2, max(xs) * 2)
+    ax.set_xlabel(f"{x_label} (log scale)")
+    ax.set_ylabel(y_label)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)

@@ -1,0 +1,441 @@
+"""The report of a Hydra multirun: one table over every job, a Pareto plot, failed jobs listed.
+
+A sweep dir holds one sub-directory per job (``<sweep>/<job num>/``) with Hydra's
+``.hydra/{config,overrides}.yaml``. A training job is complete when it wrote ``metrics.json``;
+a ``fersuite-profile`` job (``task_name: profile``) when it wrote ``profile.json``. Any other
+job dir is reported as *failed* (with the reason), never dropped.
+
+Efficiency columns come from the job's ``profile.json`` when present (a controlled measurement
+at a fixed thread count), else from the ``efficiency/*`` figures of its ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fersuite.reporting.plots import ParetoPoint, save_pareto_png
+from fersuite.reporting.tables import markdown_table, write_csv
+from fersuite.utils.io import atomic_write, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ERROR_FILE",
+    "PROFILE_COLUMNS",
+    "REPORT_COLUMNS",
+    "JobResult",
+    "SweepReport",
+    "collect_sweep",
+    "job_dirs",
+    "model_label",
+    "write_sweep_report",
+]
+
+#: One line with the exception of a failed job, written by the sweep report Hydra callback.
+ERROR_FILE = "error.txt"
+
+#: Columns of ``report.csv`` (and, minus ``reason``, of ``report.md``).
+REPORT_COLUMNS: tuple[str, ...] = (
+    "job",
+    "status",
+    "model",
+    "overrides",
+    "acc",
+    "f1_macro",
+    "valence_ccc",
+    "arousal_ccc",
+    "params",
+    "macs",
+    "latency_ms_b1",
+    "throughput_ips",
+    "reason",
+)
+
+#: Columns of a merged ``profile.csv`` (the per-job files have the same columns).
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "name",
+    "arch",
+    "input_shape",
+    "num_classes",
+    "params",
+    "params_trainable",
+    "macs",
+    "activations",
+    "latency_ms_b1_median",
+    "latency_ms_b1_p90",
+    "latency_runs",
+    "throughput_ips",
+    "throughput_batch",
+    "peak_memory_mb",
+    "memory_source",
+    "threads",
+    "device",
+    "cuda_latency_ms_b1_median",
+    "cuda_latency_ms_b1_p90",
+    "cuda_throughput_ips",
+    "cuda_peak_memory_mb",
+    "skipped_ops",
+    "job",
+)
+
+#: report column -> (metrics.json key, profile.json key)
+_SOURCES: dict[str, tuple[str | None, str | None]] = {
+    "acc": ("test/acc", None),
+    "f1_macro": ("test/f1_macro", None),
+    "valence_ccc": ("test/valence_ccc", None),
+    "arousal_ccc": ("test/arousal_ccc", None),
+    "params": ("efficiency/params", "params"),
+    "macs": ("efficiency/macs", "macs"),
+    "latency_ms_b1": ("efficiency/latency_ms_b1", "latency_ms_b1_median"),
+    "throughput_ips": ("efficiency/throughput_ips", "throughput_ips"),
+}
+
+
+@dataclass
+class JobResult:
+    """One job of a sweep, complete or failed."""
+
+    job: str
+    path: Path
+    status: str  # "ok" | "failed"
+    kind: str  # "train" | "profile"
+    overrides: list[str] = field(default_factory=list)
+    model: str = "?"
+    metrics: dict[str, float] = field(default_factory=dict)
+    profile: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""
+    #: Overrides shared by every job of the report (set by :func:`collect_sweep`); rows show
+    #: only the others, the ones that tell the jobs apart.
+    common: frozenset[str] = frozenset()
+
+    @property
+    def varying_overrides(self) -> list[str]:
+        return [o for o in self.overrides if o not in self.common]
+
+    def value(self, column: str) -> float | None:
+        """The figure of a report column (profile.json first for efficiency columns)."""
+        metric_key, profile_key = _SOURCES[column]
+        if profile_key and self.profile and profile_key in self.profile[0]:
+            v = self.profile[0][profile_key]
+            return float(v) if isinstance(v, int | float) else None
+        if metric_key and metric_key in self.metrics:
+            return float(self.metrics[metric_key])
+        return None
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "job": self.job,
+            "status": self.status,
+            "model": self.model,
+            "overrides": " ".join(self.varying_overrides),
+            "reason": self.reason,
+        }
+        for column in _SOURCES:
+            out[column] = self.value(column)
+        return out
+
+
+@dataclass
+class SweepReport:
+    """What :func:`write_sweep_report` found and wrote."""
+
+    jobs: list[JobResult]
+    paths: dict[str, Path]
+    pareto_note: str = ""
+
+    @property
+    def failed(self) -> list[JobResult]:
+        return [j for j in self.jobs if j.status != "ok"]
+
+
+# --------------------------------------------------------------------------------------------
+# reading a sweep
+# --------------------------------------------------------------------------------------------
+
+
+def _natural_key(name: str) -> tuple[Any, ...]:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def job_dirs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
+    """Job sub-directories of a multirun dir (those with ``.hydra/`` or a numeric name)."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep dir not found: {root} (expected a Hydra multirun dir)")
+    dirs = [
+        p for p in root.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or p.name.isdigit())
+    ]
+    return sorted(dirs, key=lambda p: _natural_key(p.name))
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        log.warning("could not read %s: %s", path, exc)
+        return None
+
+
+def model_label(model_cfg: Mapping[str, Any] | None) -> str:
+    """Short model name from a model config: the timm name, ``mit_fer-b0``, or the arch."""
+    if not model_cfg:
+        return "?"
+    arch = str(model_cfg.get("arch", "?"))
+    if arch == "timm" and model_cfg.get("name"):
+        return str(model_cfg["name"])
+    if model_cfg.get("variant"):
+        return f"{arch}-{model_cfg['variant']}"
+    return arch
+
+
+def _label_from_overrides(overrides: Sequence[str]) -> str | None:
+    found: dict[str, str] = {}
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        found[key] = value
+    return found.get("model.name") or found.get("model") or None
+
+
+def _log_hint(job: Path) -> str:
+    """The job's recorded exception, else the last line of its log mentioning an error."""
+    error = job / ERROR_FILE
+    if error.is_file():
+        try:
+            return error.read_text(errors="replace").strip().splitlines()[0][:300]
+        except (OSError, IndexError):
+            pass
+    for log_file in sorted(job.glob("*.log")):
+        try:
+            lines = log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        hits = [ln.strip() for ln in lines if re.search(r"error|exception|traceback", ln, re.I)]
+        if hits:
+            return hits[-1][:200]
+    return ""
+
+
+def _read_json(path: Path) -> tuple[Any, str]:
+    try:
+        return json.loads(path.read_text()), ""
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} unreadable ({str(exc).splitlines()[0][:120]})"
+
+
+def _read_job(job: Path, name: str) -> JobResult:
+    overrides = _load_yaml(job / ".hydra" / "overrides.yaml") or []
+    overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
+    cfg = _load_yaml(job / ".hydra" / "config.yaml")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    kind = "profile" if cfg.get("task_name") == "profile" else "train"
+    result = JobResult(job=name, path=job, status="failed", kind=kind, overrides=overrides)
+    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else None
+    result.model = (
+        model_label(model_cfg) if model_cfg else (_label_from_overrides(overrides) or "?")
+    )
+
+    problems: list[str] = []
+    metrics_path = job / "metrics.json"
+    if metrics_path.is_file():
+        data, err = _read_json(metrics_path)
+        if isinstance(data, dict):
+            result.metrics = {
+                k: float(v)
+                for k, v in data.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+        else:
+            problems.append(err or "metrics.json is not a JSON object")
+    elif kind == "train":
+        problems.append("no metrics.json (the job did not finish)")
+
+    profile_path = job / "profile.json"
+    if profile_path.is_file():
+        data, err = _read_json(profile_path)
+        records = data if isinstance(data, list) else [data] if isinstance(data, dict) else None
+        if records and all(isinstance(r, dict) for r in records):
+            result.profile = [dict(r) for r in records]
+            if kind == "profile" and records[0].get("name"):
+                result.model = str(records[0]["name"])
+        else:
+            problems.append(err or "profile.json holds no profile record")
+    elif kind == "profile":
+        problems.append("no profile.json (the job did not finish)")
+
+    if problems:
+        hint = _log_hint(job)
+        result.reason = "; ".join(problems) + (f": {hint}" if hint else "")
+    else:
+        result.status = "ok"
+    return result
+
+
+def collect_sweep(sweep_dirs: Iterable[str | os.PathLike[str]]) -> list[JobResult]:
+    """Every job of one or more multirun dirs (job ids prefixed by the sweep name if > 1)."""
+    dirs = [Path(d) for d in sweep_dirs]
+    jobs: list[JobResult] = []
+    for sweep in dirs:
+        found = job_dirs(sweep)
+        if not found:
+            raise FileNotFoundError(
+                f"{sweep} has no job directories (expected <sweep>/<job num>/.hydra/); "
+                "is it a Hydra multirun dir?"
+            )
+        for job in found:
+            name = f"{sweep.name}/{job.name}" if len(dirs) > 1 else job.name
+            jobs.append(_read_job(job, name))
+    if len(jobs) > 1:
+        common = frozenset.intersection(*(frozenset(j.overrides) for j in jobs))
+        for j in jobs:
+            j.common = common
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------
+# writing the report
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt_count(unit: str) -> Any:
+    def fmt(v: Any) -> str:
+        v = float(v)
+        if abs(v) >= 1e9:
+            return f"{v / 1e9:.2f} G{unit}"
+        if abs(v) >= 1e6:
+            return f"{v / 1e6:.2f} M{unit}"
+        if abs(v) >= 1e3:
+            return f"{v / 1e3:.1f} K{unit}"
+        return f"{v:.0f}{(' ' + unit) if unit else ''}"
+
+    return fmt
+
+
+_MD_HEADERS = {
+    "acc": "accuracy",
+    "f1_macro": "macro-F1",
+    "valence_ccc": "valence CCC",
+    "arousal_ccc": "arousal CCC",
+    "latency_ms_b1": "latency b1 (ms)",
+    "throughput_ips": "throughput (img/s)",
+    "macs": "MACs",
+}
+
+_MD_FORMATS: dict[str, Any] = {
+    "acc": lambda v: f"{float(v):.4f}",
+    "f1_macro": lambda v: f"{float(v):.4f}",
+    "valence_ccc": lambda v: f"{float(v):.4f}",
+    "arousal_ccc": lambda v: f"{float(v):.4f}",
+    "params": _fmt_count(""),
+    "macs": _fmt_count("Mac"),
+    "latency_ms_b1": lambda v: f"{float(v):.2f}",
+    "throughput_ips": lambda v: f"{float(v):,.1f}",
+    "latency_ms_b1_median": lambda v: f"{float(v):.2f}",
+    "latency_ms_b1_p90": lambda v: f"{float(v):.2f}",
+    "peak_memory_mb": lambda v: f"{float(v):,.1f}",
+}
+
+
+def _pareto(jobs: Sequence[JobResult], metric: str, path: Path) -> tuple[Path | None, str]:
+    usable: list[tuple[JobResult, float, float]] = []
+    for j in jobs:
+        macs = j.value("macs")
+        quality = j.metrics.get(metric)
+        if j.status != "ok" or quality is None or macs is None:
+            continue
+        if macs > 0 and math.isfinite(quality):
+            usable.append((j, macs, quality))
+    if not usable:
+        return None, f"No Pareto plot: no finished job has both `{metric}` and a MAC count."
+    labels = [j.model for j, _, _ in usable]
+    points = [
+        ParetoPoint(macs, quality, f"{j.model} ({j.job})" if labels.count(j.model) > 1 else j.model)
+        for j, macs, quality in usable
+    ]
+    save_pareto_png(
+        points,
+        path,
+        x_label="MACs per image",
+        y_label=metric,
+        title=f"{metric} vs. MACs ({len(points)} runs)",
+    )
+    return path, ""
+
+
+def _markdown(
+    title: str, jobs: Sequence[JobResult], pareto: Path | None, note: str, metric: str
+) -> str:
+    ok = [j for j in jobs if j.status == "ok"]
+    failed = [j for j in jobs if j.status != "ok"]
+    columns = [c for c in REPORT_COLUMNS if c not in ("status", "reason")]
+    has_quality = any(j.kind == "train" for j in ok)
+    if not has_quality:  # a profile sweep: no accuracy columns
+        columns = [c for c in columns if c not in ("acc", "f1_macro", "valence_ccc", "arousal_ccc")]
+    common = [o for o in jobs[0].overrides if o in jobs[0].common] if jobs else []
+    parts = [
+        f"# {title}\n",
+        f"{len(ok)} of {len(jobs)} jobs finished, {len(failed)} failed.\n",
+        f"\nOverrides shared by every job: `{' '.join(common)}`\n\n" if common else "\n",
+        markdown_table([j.row() for j in ok], columns, _MD_HEADERS, _MD_FORMATS),
+    ]
+    if failed:
+        parts.append("\n## Failed jobs\n")
+        parts += [
+            f"- job `{j.job}` ({j.model}; `{' '.join(j.varying_overrides)}`): {j.reason}\n"
+            for j in failed
+        ]
+    if pareto is not None:
+        parts.append(f"\n## Pareto front ({metric} vs. MACs)\n\n![Pareto plot]({pareto.name})\n")
+    elif note and has_quality:
+        parts.append(f"\n{note}\n")
+    return "".join(parts)
+
+
+def write_sweep_report(
+    sweep_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    metric: str = "test/acc",
+) -> SweepReport:
+    """Gather a multirun (or several) and write the report files into ``out_dir``.
+
+    Writes ``report.csv``, ``report.md``, ``pareto.png`` (``metric`` vs. MACs, when at least
+    one finished job has both) and, when jobs wrote ``profile.json``, the merged
+    ``profile.json`` / ``profile.csv`` (one record per model). ``out_dir`` defaults to the
+    (first) sweep dir.
+    """
+    dirs = [sweep_dirs] if isinstance(sweep_dirs, str | os.PathLike) else list(sweep_dirs)
+    if not dirs:
+        raise ValueError("no sweep dir given")
+    jobs = collect_sweep(dirs)
+    out = Path(out_dir) if out_dir is not None else Path(dirs[0])
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+
+    write_csv(out / "report.csv", [j.row() for j in jobs], REPORT_COLUMNS)
+    paths["csv"] = out / "report.csv"
+
+    pareto, note = _pareto(jobs, metric, out / "pareto.png")
+    if pareto is not None:
+        paths["pareto"] = pareto
+
+    records = [{**r, "job": j.job} for j in jobs for r in j.profile]
+    if records:
+        atomic_write_json(out / "profile.json", records)
+        write_csv(out / "profile.csv", records, PROFILE_COLUMNS)
+        paths["profile_json"] = out / "profile.json"
+        paths["profile_csv"] = out / "profile.csv"
+
+    title = "Sweep report: " + ", ".join(str(Path(d)) for d in dirs)
+    text = _markdown(title, jobs, pareto, note, metric)
+    atomic_write(out / "report.md", lambda fh: fh.write(text))
+    paths["md"] = out / "report.md"
+    return SweepReport(jobs=jobs, paths=paths, pareto_note=note)

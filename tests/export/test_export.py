@@ -1,0 +1,207 @@
+"""fersuite-export: ONNX Runtime parity for every zoo architecture, fallback, failure, sidecar."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fersuite.export import (
+    OUTPUT_NAMES,
+    ExportError,
+    ExportSettings,
+    OnnxModel,
+    eval_face_batch,
+    export_checkpoint,
+)
+from fersuite.labels import CANONICAL_CLASSES
+from tests.conftest import run_env
+from tests.export.helpers import ZOO, make_checkpoint
+
+FAST = ExportSettings(latency_runs=2, latency_warmup=1, verify_faces=3, verify_batch=3)
+
+
+def _assert_parity(net: torch.nn.Module, onnx_path: Path, x: torch.Tensor) -> None:
+    """Independent check of the file in place: ORT vs eager on a batch size never seen."""
+    ort = OnnxModel(onnx_path)
+    with torch.no_grad():
+        ref = net(x)
+    got = ort(x)
+    for name, r, g in zip(OUTPUT_NAMES, ref, got, strict=True):
+        assert g.shape == r.shape, name
+        assert float((r - g).abs().max()) <= 1e-4, name
+    # the comparison is meaningful: outputs vary across inputs
+    assert float(ref.expression.std(dim=0).max()) > 1e-3
+
+
+@pytest.mark.parametrize("arch", sorted(ZOO))
+def test_every_zoo_architecture_exports_to_onnx_with_parity(arch: str, tmp_path: Path) -> None:
+    ckpt, net = make_checkpoint(tmp_path / "m.ckpt", ZOO[arch])
+    info = export_checkpoint(ckpt, FAST, tmp_path / "out")
+
+    assert info["exporter"] == "dynamo" and info["fallback_reason"] is None
+    assert info["opset"] == 18
+    ver = info["verification"]
+    assert ver["performed"] and ver["backend"] == "onnxruntime"
+    assert set(ver["cases"]) == {"random_b1", "random_b3", "faces_b3"}
+    assert 0.0 <= ver["max_abs_diff"] <= 1e-4
+    lat = info["latency_b1"]
+    assert lat["ort_median_ms"] > 0 and lat["eager_median_ms"] > 0 and lat["threads"] == 1
+
+    sidecar = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert sidecar["class_names"] == list(CANONICAL_CLASSES)
+    assert sidecar["output_names"] == ["expression", "valence", "arousal"]
+    assert sidecar["input"]["size"] == ZOO[arch]["input_size"]
+    assert sidecar["input"]["channels"] == ZOO[arch]["in_chans"]
+    assert sidecar["input"]["mean"] == [0.5] and sidecar["input"]["std"] == [0.5]
+    assert sidecar["opset"] == 18 and sidecar["exporter"] == "dynamo"
+    assert len(sidecar["checkpoint_sha256"]) == 64
+
+    c, s = ZOO[arch]["in_chans"], ZOO[arch]["input_size"]
+    _assert_parity(net, tmp_path / "out" / "model.onnx", torch.randn(5, c, s, s))
+
+
+def test_dynamic_batch_axis_is_declared(tmp_path: Path) -> None:
+    import onnx
+
+    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
+    export_checkpoint(ckpt, ExportSettings(verify=False, latency_runs=0), tmp_path)
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    (inp,) = model.graph.input
+    assert inp.name == "image"
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 48, 48]
+    assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
+
+
+def test_legacy_exporter_and_automatic_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt, net = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
+    legacy = export_checkpoint(
+        ckpt, ExportSettings(exporter="legacy", latency_runs=0, verify_faces=2), tmp_path / "a"
+    )
+    assert legacy["exporter"] == "legacy" and legacy["fallback_reason"] is None
+    assert legacy["verification"]["max_abs_diff"] <= 1e-4
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unsupported operator aten::frobnicate\nmore detail")
+
+    monkeypatch.setattr("fersuite.export._export_dynamo", broken)
+    auto = export_checkpoint(ckpt, ExportSettings(latency_runs=0, verify_faces=2), tmp_path / "b")
+    assert auto["exporter"] == "legacy"
+    assert auto["fallback_reason"] == "RuntimeError: unsupported operator aten::frobnicate"
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["exporter"] == "legacy"
+    _assert_parity(net, tmp_path / "b" / "model.onnx", torch.randn(2, 1, 48, 48))
+
+    with pytest.raises(ExportError, match="dynamo ONNX exporter failed"):
+        export_checkpoint(ckpt, ExportSettings(exporter="dynamo"), tmp_path / "c")
+
+
+def test_a_mismatch_fails_loudly_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
+    real_call = OnnxModel.__call__
+
+    def off_by_a_bit(self: OnnxModel, x: torch.Tensor):  # type: ignore[no-untyped-def]
+        e, v, a = real_call(self, x)
+        return e + 2e-4, v, a
+
+    monkeypatch.setattr(OnnxModel, "__call__", off_by_a_bit)
+    out = tmp_path / "out"
+    with pytest.raises(
+        ExportError, match=r"random_b1/expression: max abs diff 0\.0002\d* > 0\.0001"
+    ):
+        export_checkpoint(ckpt, FAST, out)
+    assert not (out / "model.onnx").exists() and not (out / "model.json").exists()
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_torchscript_format(tmp_path: Path) -> None:
+    ckpt, net = make_checkpoint(tmp_path / "m.ckpt", ZOO["mit_fer"])
+    info = export_checkpoint(ckpt, ExportSettings(format="torchscript", **_fast()), tmp_path)
+    assert info["file"] == "model.pt" and info["exporter"] == "torchscript-trace"
+    assert info["verification"]["backend"] == "torch.jit"
+    assert info["verification"]["max_abs_diff"] <= 1e-4
+    assert info["latency_b1"]["torchscript_median_ms"] > 0
+    module = torch.jit.load(str(tmp_path / "model.pt"))
+    x = torch.randn(6, 1, 48, 48)
+    with torch.no_grad():
+        outs = module(x)
+        ref = net(x)
+    for got, want in zip(outs, ref, strict=True):
+        assert float((got - want).abs().max()) <= 1e-4
+
+
+def _fast() -> dict[str, int]:
+    return {"latency_runs": 2, "latency_warmup": 1, "verify_faces": 2, "verify_batch": 3}
+
+
+def test_face_batch_uses_the_checkpoint_transform(tmp_path: Path) -> None:
+    from fersuite.checkpoint import load_model_from_checkpoint
+
+    cfg = dict(ZOO["emonet"])
+    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", cfg, mean=(0.0,), std=(1.0,))
+    _, meta = load_model_from_checkpoint(ckpt)
+    x = eval_face_batch(meta, 4)
+    assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0  # [0, 1] with mean 0 / std 1
+    assert torch.equal(x[:, 0], x[:, 1])  # gray faces expanded to RGB
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"format": "tflite"}, "export.format='tflite'"),
+        ({"exporter": "magic"}, "export.exporter='magic'"),
+        ({"verify_batch": 100}, "exceeds export.max_batch=64"),
+        ({"atol": 0.0}, "export.atol=0.0"),
+    ],
+)
+def test_bad_settings(kwargs: dict[str, object], match: str) -> None:
+    from fersuite.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        ExportSettings(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.smoke
+def test_console_script(tmp_path: Path) -> None:
+    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
+    exe = str(Path(sys.executable).parent / "fersuite-export")
+    args = ["export.latency_runs=2", "export.latency_warmup=1", "export.verify_faces=2"]
+    res = subprocess.run(
+        [exe, f"ckpt_path={ckpt}", *args],
+        cwd=tmp_path,
+        env=run_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = (tmp_path / "logs" / "export" / "runs").iterdir()
+    assert (run / "model.onnx").is_file() and (run / "model.json").is_file()
+    assert "fersuite export" in res.stdout and "latency b1, ort" in res.stdout
+
+    bad = subprocess.run(
+        [exe, f"ckpt_path={tmp_path / 'missing.ckpt'}"],
+        cwd=tmp_path,
+        env=run_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert (
+        bad.stderr.strip()
+        .splitlines()[-1]
+        .startswith("fersuite-export: error: checkpoint not found")
+    )
+    assert "Traceback" not in bad.stderr

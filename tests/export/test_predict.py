@@ -1,0 +1,214 @@
+"""fersuite-predict on a few PNGs: checkpoint, ONNX and TorchScript agree; bad input is named."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fersuite.data.synthetic import render_faces
+from fersuite.data.transforms import build_transforms
+from fersuite.export import ExportSettings, export_checkpoint
+from fersuite.labels import CANONICAL_CLASSES
+from fersuite.predict import main, run
+from tests.conftest import run_env
+from tests.export.helpers import ZOO, make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("predict")
+    ckpt, _ = make_checkpoint(root / "m.ckpt", ZOO["lightweight_cnn"], seed=3)
+    fast = {"latency_runs": 0, "verify_faces": 2, "exporter": "legacy"}
+    export_checkpoint(ckpt, ExportSettings(**fast), root / "onnx")  # type: ignore[arg-type]
+    export_checkpoint(ckpt, ExportSettings(format="torchscript", **fast), root / "ts")  # type: ignore[arg-type]
+    faces = render_faces(4, size=64, seed=1)
+    images = root / "images"
+    (images / "nested").mkdir(parents=True)
+    Image.fromarray(faces.images[0]).save(images / "gray.png")
+    Image.fromarray(faces.images[0]).convert("RGB").save(images / "rgb.png")  # gray copy
+    rgba = Image.fromarray(faces.images[2]).convert("RGBA")
+    rgba.save(images / "nested" / "rgba.png")
+    Image.fromarray(faces.images[3]).save(images / "nested" / "big.jpg", quality=95)
+    (images / "notes.txt").write_text("not an image")
+    return {
+        "root": root,
+        "ckpt": ckpt,
+        "onnx": root / "onnx" / "model.onnx",
+        "ts": root / "ts" / "model.pt",
+        "images": images,
+    }
+
+
+def _by_file(rows: list[dict[str, object]]) -> dict[str, dict[str, object]]:
+    return {Path(str(r["file"])).name: r for r in rows}
+
+
+def test_checkpoint_onnx_and_torchscript_agree(exported: dict[str, Path], tmp_path: Path) -> None:
+    images = str(exported["images"])
+    ck = _by_file(run([f"ckpt_path={exported['ckpt']}", f"inputs={images}", "output=null"]))
+    ox = _by_file(run([f"ckpt_path={exported['onnx']}", f"inputs={images}", "output=null"]))
+    ts = _by_file(run([f"ckpt_path={exported['ts']}", f"inputs={images}", "output=null"]))
+    # folders are searched recursively, only image files are taken
+    assert sorted(ck) == ["big.jpg", "gray.png", "rgb.png", "rgba.png"]
+    assert sorted(ox) == sorted(ck) == sorted(ts)
+    for name, row in ck.items():
+        for key in [f"prob_{c}" for c in CANONICAL_CLASSES] + ["valence", "arousal"]:
+            assert abs(float(row[key]) - float(ox[name][key])) <= 1e-4, (name, key)  # type: ignore[arg-type]
+            assert abs(float(row[key]) - float(ts[name][key])) <= 1e-4, (name, key)  # type: ignore[arg-type]
+        assert row["expression"] == ox[name]["expression"]
+    # a gray image and its RGB copy are the same input for a 1-channel model
+    assert ck["gray.png"]["prob_happy"] == pytest.approx(ck["rgb.png"]["prob_happy"], abs=1e-6)
+
+
+def test_rows_are_the_model_output_on_the_eval_transform(exported: dict[str, Path]) -> None:
+    from fersuite.checkpoint import load_model_from_checkpoint
+
+    (row,) = run(
+        [
+            f"ckpt_path={exported['ckpt']}",
+            f"inputs={exported['images'] / 'gray.png'}",
+            "output=null",
+        ]
+    )
+    net, meta = load_model_from_checkpoint(exported["ckpt"])
+    img = torch.from_numpy(np.array(Image.open(exported["images"] / "gray.png"))).unsqueeze(0)
+    x = build_transforms(meta.input_size, meta.in_chans, meta.mean, meta.std, train=False)(img)
+    with torch.no_grad():
+        out = net(x.unsqueeze(0))
+    probs = out.expression.softmax(1)[0]
+    k = int(probs.argmax())
+    assert row["expression"] == CANONICAL_CLASSES[k]
+    assert row["confidence"] == pytest.approx(float(probs[k]), abs=1e-6)
+    assert row["valence"] == pytest.approx(float(out.valence[0]), abs=1e-6)
+    assert sum(float(row[f"prob_{c}"]) for c in CANONICAL_CLASSES) == pytest.approx(1.0)
+
+
+def test_csv_and_json_outputs(exported: dict[str, Path], tmp_path: Path) -> None:
+    imgs = exported["images"]
+    inputs = f"inputs=[{imgs / 'gray.png'},{imgs / 'nested'}]"
+    out_csv = tmp_path / "p.csv"
+    assert main([f"ckpt_path={exported['onnx']}", inputs, f"output={out_csv}"]) == 0
+    with open(out_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [Path(r["file"]).name for r in rows] == ["gray.png", "big.jpg", "rgba.png"]
+    assert list(rows[0])[:3] == ["file", "expression", "confidence"]
+    assert {"valence", "arousal", "prob_contempt"} <= set(rows[0])
+    out_json = tmp_path / "p.json"
+    assert main([f"ckpt_path={exported['onnx']}", inputs, f"output={out_json}"]) == 0
+    data = json.loads(out_json.read_text())
+    assert len(data) == 3 and data[0]["expression"] in CANONICAL_CLASSES
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["inputs=x.png"], "ckpt_path=<.ckpt | .onnx | .pt> is required"),
+        (["ckpt_path=CKPT"], "inputs=<image file or folder>"),
+        (["ckpt_path=CKPT", "inputs=nope.png"], "inputs: nope.png does not exist"),
+        (["ckpt_path=CKPT", "inputs=IMAGES/notes.txt"], "cannot read image"),
+        (["ckpt_path=CKPT", "inputs=EMPTY"], "holds no .png"),
+        (["ckpt_path=CKPT", "inputs=IMAGES", "batch_size=0"], "batch_size=0"),
+        (["ckpt_path=CKPT", "inputs=IMAGES", "colour=1"], "unknown keys ['colour']"),
+        (["ckpt_path=CKPT", "inputs=IMAGES", "output=p.txt"], "expected a .csv or .json"),
+        (["ckpt_path=missing.ckpt", "inputs=IMAGES"], "ckpt_path=missing.ckpt: file not found"),
+        (["ckpt_path=ORPHAN", "inputs=IMAGES"], "no sidecar model.json beside"),
+        (["ckpt_path"], "arguments must be key=value"),
+    ],
+)
+def test_bad_input_is_one_line_naming_it(
+    exported: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    (tmp_path / "EMPTY").mkdir()
+    orphan = tmp_path / "model.onnx"
+    orphan.write_bytes(exported["onnx"].read_bytes())  # no sidecar beside it
+    monkeypatch.chdir(tmp_path)
+    subst = {
+        "CKPT": str(exported["ckpt"]),
+        "IMAGES": str(exported["images"]),
+        "ORPHAN": str(orphan),
+    }
+    for k, v in subst.items():
+        args = [a.replace(k, v) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fersuite-predict: error: ") and len(err.splitlines()) == 1
+    assert message in err
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_face_cropping_with_the_datasets_detector(
+    exported: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fersuite.data import faces
+
+    base = [f"ckpt_path={exported['ckpt']}", f"inputs={exported['images'] / 'gray.png'}"]
+    args = [*base, "output=null", "face_detector=yunet", "face_margin=0.0"]
+    # no model file: the detector's own one-line error, with the predict key names
+    assert main(args) == 2
+    assert "face_detector_model=null: a YuNet .onnx model file is required" in (
+        capsys.readouterr().err
+    )
+
+    class Fixed:
+        def __init__(self, box: faces.Box | None) -> None:
+            self.box = box
+            self.seen: list[tuple[int, ...]] = []
+
+        def detect(self, rgb: np.ndarray) -> faces.Box | None:
+            self.seen.append(rgb.shape)
+            return self.box
+
+    detector = Fixed(faces.Box(16, 16, 32, 32))
+    monkeypatch.setattr(faces, "make_detector", lambda *a, **k: detector)
+    (cropped,) = run([*args, "face_detector_model=yunet.onnx"])
+    (plain,) = run([*base, "output=null"])
+    assert detector.seen == [(64, 64, 3)]  # the detector sees the RGB image
+    assert cropped["face_found"] is True and "face_found" not in plain
+    assert cropped["prob_happy"] != plain["prob_happy"]  # the model saw the crop
+
+    detector.box = None  # no face: centre square (the whole 64x64 image), flagged
+    (fallback,) = run([*args, "face_detector_model=yunet.onnx"])
+    assert fallback["face_found"] is False
+    assert fallback["prob_happy"] == pytest.approx(plain["prob_happy"], abs=1e-5)
+
+    monkeypatch.setitem(sys.modules, "fersuite.data.faces", None)  # module absent
+    monkeypatch.delattr(fersuite_data(), "faces", raising=False)
+    assert main(args) == 2
+    assert "needs fersuite.data.faces" in capsys.readouterr().err
+
+
+def fersuite_data() -> types.ModuleType:
+    import fersuite.data
+
+    return fersuite.data
+
+
+@pytest.mark.smoke
+def test_console_script(exported: dict[str, Path], tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).parent / "fersuite-predict")
+    res = subprocess.run(
+        [exe, f"ckpt_path={exported['onnx']}", f"inputs={exported['images']}"],
+        cwd=tmp_path,
+        env=run_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "fersuite predictions (4 images)" in res.stdout
+    assert (tmp_path / "predictions.csv").is_file()
