@@ -25,6 +25,7 @@ from rich.table import Table
 from fersuite.config import CONFIG_DIR, ConfigError
 from fersuite.data.base import SPLITS, AffectDataModule, ArraySplit
 from fersuite.data.errors import DataFormatError
+from fersuite.utils.console import make_console
 from fersuite.utils.io import atomic_path, atomic_write_json
 
 log = logging.getLogger("fersuite.data")
@@ -120,7 +121,7 @@ def save_sample_grid(
 
 def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Build/open the dataset of ``cfg.data``; write data_stats.json and samples.png."""
-    console = console or Console()
+    console = console or make_console()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dm: AffectDataModule = instantiate(cfg.data)

@@ -499,8 +499,9 @@ def _latencies(
 
 
 def print_export(info: dict[str, Any], out_dir: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from fersuite.utils.console import make_console
 
     table = Table(title="fersuite export")
     table.add_column("item")
@@ -532,7 +533,7 @@ def print_export(info: dict[str, Any], out_dir: Path) -> None:
             f"latency b1, {key}",
             f"{lat[f'{key}_median_ms']:.2f} ms (p90 {lat[f'{key}_p90_ms']:.2f})",
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")

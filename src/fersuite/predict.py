@@ -260,7 +260,7 @@ def predict_files(
             else:
                 arr, ok = _load_face(f, face_crop, predictor.channels, predictor.size)
                 found.append(ok)
-            img = torch.from_numpy(np.ascontiguousarray(arr))
+            img = torch.from_numpy(np.array(arr, copy=True))
             img = img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1)
             tensors.append(tf(img))
         x = torch.stack(tensors).float()
@@ -303,8 +303,9 @@ def write_predictions(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 
 def print_predictions(rows: Sequence[dict[str, Any]], limit: int = 50) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from fersuite.utils.console import make_console
 
     table = Table(title=f"fersuite predictions ({len(rows)} images)")
     table.add_column("file")
@@ -324,7 +325,7 @@ def print_predictions(rows: Sequence[dict[str, Any]], limit: int = 50) -> None:
         if has_face:
             cells.append("found" if row["face_found"] else "none: centre crop")
         table.add_row(*cells)
-    console = Console()
+    console = make_console()
     console.print(table)
     if len(rows) > limit:
         console.print(f"... and {len(rows) - limit} more (see the output file)")

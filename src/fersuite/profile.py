@@ -228,10 +228,11 @@ def write_profile(out_dir: str | os.PathLike[str], records: Sequence[dict[str, A
 
 def print_profile(records: Sequence[dict[str, Any]], console: Any = None) -> None:
     """A rich table of profile records; the operators fvcore did not count are listed below."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from fersuite.utils.console import make_console
+
+    console = console or make_console()
     table = Table(title="fersuite profile")
     table.add_column("model")
     for col in ("input", "params", "MACs", "b1 median", "b1 p90", "img/s", "peak MiB", "thr"):

@@ -31,12 +31,12 @@ __all__ = ["SweepReportCallback", "main", "print_report"]
 
 def print_report(report: Any, console: Any = None) -> None:
     """A rich table of a :class:`~fersuite.reporting.sweep.SweepReport` on the terminal."""
-    from rich.console import Console
     from rich.table import Table
 
     from fersuite.profiling import format_macs
+    from fersuite.utils.console import make_console
 
-    console = console or Console()
+    console = console or make_console()
     table = Table(title="fersuite sweep report")
     for col, justify in [
         ("job", "left"),

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fersuite.utils.console import make_console
 from fersuite.utils.io import atomic_write_json
 
 PACKAGES = (
@@ -88,7 +89,7 @@ def print_summary(
     metrics: Mapping[str, float], paths: Mapping[str, str], console: Console | None = None
 ) -> None:
     """One table: test metrics, efficiency figures and where the artefacts are."""
-    console = console or Console()
+    console = console or make_console()
     table = Table(title="fersuite run summary", show_lines=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
