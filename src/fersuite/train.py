@@ -17,8 +17,14 @@ import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fersuite.checkpoint import CheckpointMeta
+from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
 from fersuite.config import CONFIG_DIR, validate_config
+from fersuite.evaluation import (
+    ClassRemap,
+    adopt_checkpoint_model,
+    same_classes,
+    wants_checkpoint_eval,
+)
 from fersuite.loggers import finish_wandb
 from fersuite.reporting.wandb_utils import update_wandb_summary
 from fersuite.resume import USER_ERRORS, prepare_resume, read_wandb_id, remember_wandb_id
@@ -46,7 +52,12 @@ def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list[Any]:
         if lg_cfg is None:
             continue
         # Resuming: continue the same W&B run (fersuite.resume keeps its id in the run dir).
-        extra = {"id": wandb_id, "resume": "allow"} if wandb_id and "wandb" in name else {}
+        extra: dict[str, Any] = (
+            {"id": wandb_id, "resume": "allow"} if wandb_id and "wandb" in name else {}
+        )
+        if "wandb" in name and cfg.get("tags"):  # a preset's tags join model/data/loss
+            tags = [*(lg_cfg.get("tags") or []), *cfg.tags]
+            extra["tags"] = list(dict.fromkeys(str(t) for t in tags))
         try:
             lg = instantiate(lg_cfg, **extra)
             if lg is not None and "wandb" in name:
@@ -74,7 +85,8 @@ def checkpoint_metadata(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     ).to_dict()
 
 
-def build_module(cfg: DictConfig, datamodule: Any) -> L.LightningModule:
+def build_module(cfg: DictConfig, datamodule: Any, net: Any = None) -> L.LightningModule:
+    """The LightningModule of ``cfg.task``; ``net`` (a trained network) skips building one."""
     task = (cfg.get("task") or {}).get("name", "supervised")
     if task == "distill":
         from fersuite.modules.distill_module import build_distill_module
@@ -82,7 +94,8 @@ def build_module(cfg: DictConfig, datamodule: Any) -> L.LightningModule:
         return build_distill_module(cfg, datamodule)
     if task != "supervised":
         raise ValueError(f"task.name={task!r}; expected 'supervised' or 'distill'")
-    net = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    if net is None:
+        net = instantiate(cfg.model, num_classes=datamodule.num_classes)
     loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
     assert isinstance(loss_cfg, dict)
     auto_weights = loss_cfg.get("class_weights") == "auto"
@@ -106,8 +119,24 @@ def build_module(cfg: DictConfig, datamodule: Any) -> L.LightningModule:
     )
 
 
+def trained_net(cfg: DictConfig, datamodule: Any) -> Any:
+    """The checkpoint's network, its logits remapped to the dataset's classes by name."""
+    net, meta = load_model_from_checkpoint(str(cfg.ckpt_path))
+    if same_classes(meta.class_names, datamodule.class_names):
+        return net
+    log.info(
+        "evaluating a model of classes [%s] on [%s] (mapped by name)",
+        ", ".join(meta.class_names),
+        ", ".join(datamodule.class_names),
+    )
+    return ClassRemap(net, meta.class_names, datamodule.class_names)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and test one configuration; return its final metrics."""
+    evaluating = wants_checkpoint_eval(cfg)
+    if evaluating:  # train=false ckpt_path=<file>: the checkpoint's model, any dataset
+        adopt_checkpoint_model(cfg)
     validate_config(cfg)
     ckpt_path = prepare_resume(cfg)  # resume=auto / ckpt_path; may switch paths.output_dir
     out_dir = Path(cfg.paths.output_dir)
@@ -116,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, datamodule, net=trained_net(cfg, datamodule) if evaluating else None)
     module.checkpoint_meta = checkpoint_metadata(cfg, datamodule)
     loggers = build_loggers(cfg, wandb_id=read_wandb_id(out_dir) if ckpt_path else None)
     remember_wandb_id(loggers, out_dir)
@@ -140,7 +169,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test", True):
         ckpt = best if (best and cfg.get("train", True)) else None
-        if ckpt is None and not cfg.get("train", True):
+        if ckpt is None and not cfg.get("train", True) and not evaluating:
             ckpt = cfg.get("ckpt_path")
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         values.update(trainer.callback_metrics)
@@ -148,6 +177,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         values.update(getattr(cb, "results", {}) or {})
 
     metrics: dict[str, float] = {}
+    skipped = values.get("efficiency/skipped_ops")
+    if skipped and trainer.is_global_zero:
+        log.info("MACs do not count these operators (fvcore): %s", ", ".join(map(str, skipped)))
     if trainer.is_global_zero:
         metrics = write_metrics(out_dir / "metrics.json", values)
         update_wandb_summary(metrics)  # final test + efficiency figures in the W&B summary

@@ -113,3 +113,11 @@ def test_console_prints_one_line_without_traceback(tmp_path: Path) -> None:
     )
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "cache").exists()  # failed before any data was generated
+
+
+def test_affectnet_num_classes_fails_before_reading_data(cfg_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory(["data=affectnet", f"data.root={tmp_path / 'absent'}", "data.num_classes=6"])
+    with pytest.raises(
+        ConfigError, match=r"data.num_classes=6: AffectNetDataModule provides 8 or 7"
+    ):
+        validate_config(cfg)

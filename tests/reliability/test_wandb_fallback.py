@@ -65,3 +65,20 @@ def test_online_wandb_without_network_trains_with_csv(tmp_path: Path) -> None:
     warning = [line for line in output if "logger wandb could not start" in line]
     assert len(warning) == 1 and "continuing without it" in warning[0]
     assert not (run / "wandb_run_id.txt").exists()
+
+
+def test_preset_tags_reach_the_wandb_run(cfg_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import wandb
+
+    from fersuite.train import build_loggers
+
+    seen: dict[str, object] = {}
+
+    def fake_init(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    cfg = cfg_factory(["logger.wandb.mode=offline", "tags=[paper,timm]"])
+    build_loggers(cfg)
+    assert seen["tags"] == ["timm", "synthetic", "ce_va", "paper"]

@@ -100,6 +100,8 @@ class AffectNetDataModule(CachedDataModule):
     dataset_name = "affectnet"
     layout = LAYOUT
     has_va = True
+    #: Checked by the config schema before any data is read (``data.num_classes``).
+    supported_num_classes = (8, 7)
 
     def __init__(
         self,
