@@ -33,8 +33,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests $(wildcard experiments)
 
 sweep: $(STAMP)
-	$(BIN)/fersuite-train --multirun model.name=mobilenetv2_100,resnet18 trainer.max_epochs=1 \
-		data.train_size=800 data.val_size=200 data.test_size=200
+	$(BIN)/fersuite-train --multirun data=synthetic model=mit_fer,lightweight_cnn,timm loss=ce,ce_va \
+		trainer.max_epochs=2 data.train_size=1000 data.val_size=300 data.test_size=300 $(ARGS)
 
 clean:
 	rm -rf logs outputs multirun wandb .pytest_cache .ruff_cache

@@ -1,3 +1,11 @@
 """fersuite: efficient facial expression recognition experiments."""
 
+import warnings
+
 __version__ = "0.1.0"
+
+# Lightning 2.6 with torch 2.14 warns once per fit/validate loop about a torch-internal pytree
+# API it uses (not actionable for users, and it floods every epoch's log). Only that message.
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=Warning
+)
