@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def _config_dir() -> str:
@@ -44,3 +46,16 @@ def validate_config(cfg: DictConfig) -> None:
     from fersuite.config_schema import validate_schema
 
     validate_schema(cfg)
+
+
+def settings_keys(
+    cfg: DictConfig | Mapping[str, Any] | None, allowed: Iterable[str], group: str
+) -> dict[str, Any]:
+    """A config group as a plain dict, every key checked against ``allowed`` (one-line error)."""
+    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    raw = dict(raw or {})
+    known = set(allowed)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown {group} keys {unknown}; expected some of {sorted(known)}")
+    return raw

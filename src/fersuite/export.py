@@ -42,11 +42,11 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
-from fersuite.config import CONFIG_DIR, ConfigError
+from fersuite.config import CONFIG_DIR, ConfigError, settings_keys
 from fersuite.profiling import measure_latency
 from fersuite.types import AffectOutput
 from fersuite.utils.io import atomic_path, atomic_write_json
@@ -120,12 +120,7 @@ class ExportSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict[str, Any] | None) -> ExportSettings:
-        raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-        raw = dict(raw or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown export keys {unknown}; expected some of {sorted(known)}")
+        raw = settings_keys(cfg, cls.__dataclass_fields__, "export")
         if "atol" in raw:
             raw["atol"] = float(raw["atol"])
         return cls(**raw)

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from fersuite.callbacks.efficiency import model_input_shape
-from fersuite.config import CONFIG_DIR, ConfigError, validate_config
+from fersuite.config import CONFIG_DIR, ConfigError, settings_keys, validate_config
 from fersuite.profiling import (
     count_macs,
     count_params,
@@ -96,12 +96,7 @@ class ProfileSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict[str, Any] | None) -> ProfileSettings:
-        raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-        raw = dict(raw or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown profile keys {unknown}; expected some of {sorted(known)}")
+        raw = settings_keys(cfg, cls.__dataclass_fields__, "profile")
         return cls(**raw)
 
     def devices(self) -> list[str]:

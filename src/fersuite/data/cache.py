@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fersuite.data.base import ArraySplit
+from fersuite.utils.io import json_default
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ class ArrayCache:
                 "splits": sorted({p.name.split(".")[0] for p in tmp.glob("*.npy")}),
                 "meta": meta,
             }
-            text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default)
+            text = json.dumps(manifest, indent=2, sort_keys=True, default=json_default)
             with open(tmp / MANIFEST, "w") as fh:
                 fh.write(text + "\n")
                 fh.flush()
@@ -329,13 +330,3 @@ class ArrayCache:
         elif self.directory is not None and self.directory.exists():
             shutil.rmtree(self.directory, ignore_errors=True)
         return self.build(fill)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")

@@ -39,11 +39,11 @@ def atomic_write(
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> None:
     """Write ``obj`` as JSON atomically (keys sorted, NaN rejected)."""
-    text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False, default=_json_default)
+    text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False, default=json_default)
     atomic_write(path, lambda fh: fh.write(text + "\n"))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     if hasattr(obj, "tolist"):
