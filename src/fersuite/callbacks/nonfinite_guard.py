@@ -37,13 +37,15 @@ def nonfinite_terms(terms: dict[str, Any] | None) -> list[str]:
 
 def nonfinite_grads(module: torch.nn.Module, limit: int = 5) -> list[str]:
     """Names of (up to ``limit``) parameters whose gradient holds NaN or inf."""
-    bad = []
-    for name, p in module.named_parameters():
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-            bad.append(name)
-            if len(bad) >= limit:
-                break
-    return bad
+    grads = [(name, p.grad) for name, p in module.named_parameters() if p.grad is not None]
+    if not grads:
+        return []
+    # One host-device sync per step (not one per parameter): names are looked up only on failure.
+    finite = torch.stack([torch.isfinite(g).all().to(grads[0][1].device) for _, g in grads])
+    if bool(finite.all()):
+        return []
+    flags = finite.tolist()
+    return [name for (name, _), ok in zip(grads, flags, strict=True) if not ok][:limit]
 
 
 def _describe_indices(batch: Any, limit: int = 16) -> str:
