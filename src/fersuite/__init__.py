@@ -9,3 +9,14 @@ __version__ = "0.1.0"
 warnings.filterwarnings(
     "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=Warning
 )
+
+
+def _register_resolvers() -> None:
+    # ${fersuite.monitor_mode:...} and ${fersuite.optuna_direction:...} in conf/ (checkpoint
+    # mode and search direction follow the monitored metric; see fersuite.monitoring).
+    from fersuite.monitoring import register_resolvers
+
+    register_resolvers()
+
+
+_register_resolvers()

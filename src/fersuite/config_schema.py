@@ -261,8 +261,29 @@ def _check_reliability(cfg: DictConfig) -> None:
         raise ConfigError(f"resume={resume!r}; expected null, 'auto', a run dir or a .ckpt file")
 
 
+def _check_distill(cfg: DictConfig) -> None:
+    node = _resolved(cfg, "distill")
+    if node is None:
+        return
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"distill={node!r}; expected the distill.* settings (a mapping)")
+    from fersuite.distill.settings import DistillSettings
+
+    _check_dataclass_keys("distill", node, DistillSettings)
+
+
+def _check_monitor(cfg: DictConfig) -> None:
+    monitor = cfg.get("monitor")
+    if monitor is None:
+        return
+    from fersuite.monitoring import monitor_direction
+
+    monitor_direction(str(monitor), cfg.get("monitor_mode"))
+
+
 def validate_schema(cfg: DictConfig) -> None:
     """Run every structural check; raise :class:`ConfigError` at the first problem."""
+    _check_monitor(cfg)  # first: callbacks.model_checkpoint.mode resolves from it
     for group in TARGET_GROUPS:
         node = _resolved(cfg, group)
         if isinstance(node, Mapping) and "_target_" in node:
@@ -279,3 +300,4 @@ def validate_schema(cfg: DictConfig) -> None:
             if isinstance(node, Mapping) and "_target_" in node:
                 check_target_node(f"{group}.{name}", node)
     _check_reliability(cfg)
+    _check_distill(cfg)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 from rich.console import Console
 from rich.table import Table
 
+from fersuite.apps import run_app, task_wrapper
 from fersuite.config import CONFIG_DIR, ConfigError
 from fersuite.data.base import SPLITS, AffectDataModule, ArraySplit
 from fersuite.data.errors import DataFormatError
@@ -135,14 +136,16 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="data_app")
-def main(cfg: DictConfig) -> None:
+@task_wrapper
+def hydra_main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
-    try:
-        run(cfg)
-    except (DataFormatError, ConfigError) as exc:
-        print(f"fersuite-data: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(cfg)
+
+
+def main() -> None:
+    """``fersuite-data``: bad input → one line, exit 2; failed run → exit 1 (fersuite.apps)."""
+    run_app("data", hydra_main)
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from fersuite.apps import run_app, task_wrapper
 from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
 from fersuite.config import CONFIG_DIR, ConfigError, settings_keys
+from fersuite.errors import RunFailure
 from fersuite.profiling import measure_latency
 from fersuite.types import AffectOutput
 from fersuite.utils.io import atomic_path, atomic_write_json
@@ -71,7 +73,7 @@ FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 EXPORTERS = ("auto", "dynamo", "legacy")
 
 
-class ExportError(RuntimeError):
+class ExportError(RunFailure, RuntimeError):
     """An export that failed or whose outputs do not match PyTorch."""
 
 
@@ -532,19 +534,20 @@ def print_export(info: dict[str, Any], out_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-def main(cfg: DictConfig) -> None:
-    from fersuite.models.weights import PretrainedWeightsError
-
+@task_wrapper
+def hydra_main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
-    try:
-        settings = ExportSettings.from_config(cfg.get("export"))
-        out_dir = Path(settings.out_dir or cfg.paths.output_dir)
-        info = export_checkpoint(cfg.ckpt_path, settings, out_dir)
-    except (ConfigError, ExportError, FileNotFoundError, PretrainedWeightsError) as exc:
-        raise SystemExit(f"fersuite-export: error: {exc}") from exc
+    settings = ExportSettings.from_config(cfg.get("export"))
+    out_dir = Path(settings.out_dir or cfg.paths.output_dir)
+    info = export_checkpoint(cfg.ckpt_path, settings, out_dir)
     print_export(info, out_dir)
     log.info("settings: %s", asdict(settings))
+
+
+def main() -> None:
+    """``fersuite-export``: bad input → one line, exit 2; failed run → exit 1 (fersuite.apps)."""
+    run_app("export", hydra_main)
 
 
 if __name__ == "__main__":

@@ -397,7 +397,15 @@ def run(argv: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The exit status of ``fersuite-predict argv...``. Without ``argv`` (the console script)
+    it runs under :func:`fersuite.apps.run_app`: bad input → one line, exit 2; a failed run →
+    traceback, exit 1."""
+    if argv is None:
+        from fersuite.apps import run_app
+
+        run_app("predict", main, sys.argv[1:])
+        return 0
+    args = list(argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return 0

@@ -34,6 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from fersuite.apps import run_app, task_wrapper
 from fersuite.callbacks.efficiency import model_input_shape
 from fersuite.config import CONFIG_DIR, ConfigError, settings_keys, validate_config
 from fersuite.profiling import (
@@ -275,7 +276,8 @@ def print_profile(records: Sequence[dict[str, Any]], console: Any = None) -> Non
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="profile")
-def main(cfg: DictConfig) -> None:
+@task_wrapper
+def hydra_main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
     out_dir = Path(cfg.paths.output_dir)
@@ -283,6 +285,11 @@ def main(cfg: DictConfig) -> None:
     write_profile(out_dir, records)
     print_profile(records)
     print(f"profile: {out_dir / 'profile.json'}")
+
+
+def main() -> None:
+    """``fersuite-profile``: bad input → one line, exit 2; failed run → exit 1 (fersuite.apps)."""
+    run_app("profile", hydra_main)
 
 
 if __name__ == "__main__":

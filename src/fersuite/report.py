@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -141,12 +141,32 @@ class SweepReportCallback(Callback):
         if self.after_each_job:
             self._write(str(hydra_cfg.sweep.dir))
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from fersuite.apps import note_multirun
+
+        # The app's exit status counts this sweep's failed jobs (fersuite.apps.run_app).
+        note_multirun(str(config.hydra.sweep.dir))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._write(str(config.hydra.sweep.dir))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, answering a bad command line with one line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """The exit status of ``fersuite-report argv...``. Without ``argv`` (the console script)
+    it runs under :func:`fersuite.apps.run_app` (a failed run: traceback, exit 1)."""
+    if argv is None:
+        from fersuite.apps import run_app
+
+        run_app("report", main, sys.argv[1:])
+        return 0
+    parser = _Parser(
         prog="fersuite-report",
         description="Gather the jobs of Hydra multirun dir(s) into report.csv, report.md and "
         "pareto.png (accuracy vs. MACs); failed jobs are listed, not dropped.",

@@ -28,23 +28,14 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, open_dict
 
-from fersuite.callbacks.nonfinite_guard import NonFiniteError
 from fersuite.config import ConfigError
-from fersuite.data.errors import DataFormatError
-from fersuite.models.weights import PretrainedWeightsError
+from fersuite.errors import USER_ERRORS  # noqa: F401 - kept for importers (moved there)
 from fersuite.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
 LAST = Path("checkpoints") / "last.ckpt"
 WANDB_ID_FILE = "wandb_run_id.txt"
-#: Errors whose message is the whole story: apps print them as one line, without traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    DataFormatError,
-    PretrainedWeightsError,
-    NonFiniteError,
-)
 #: Override keys that do not change what is trained.
 IGNORED_PREFIXES = ("resume", "ckpt_path", "hydra.", "hydra/")
 

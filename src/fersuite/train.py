@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fersuite.apps import run_app, task_wrapper
 from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
 from fersuite.config import CONFIG_DIR, validate_config
 from fersuite.evaluation import (
@@ -25,9 +25,8 @@ from fersuite.evaluation import (
     same_classes,
     wants_checkpoint_eval,
 )
-from fersuite.loggers import finish_wandb
 from fersuite.reporting.wandb_utils import update_wandb_summary
-from fersuite.resume import USER_ERRORS, prepare_resume, read_wandb_id, remember_wandb_id
+from fersuite.resume import prepare_resume, read_wandb_id, remember_wandb_id
 from fersuite.utils.io import AtomicCheckpointIO, atomic_write_json
 from fersuite.utils.run_info import environment, print_summary, write_metrics
 
@@ -71,13 +70,18 @@ def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list[Any]:
     return loggers
 
 
-def checkpoint_metadata(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
-    """Plain data stored in every checkpoint so the model can be rebuilt safely."""
+def checkpoint_metadata(
+    cfg: DictConfig, datamodule: Any, has_va: bool | None = None
+) -> dict[str, Any]:
+    """Plain data stored in every checkpoint so the model can be rebuilt safely.
+
+    ``has_va``: the model's valence/arousal heads were trained (the module's ``has_va``: data
+    with VA and a loss that trains it); defaults to the dataset's."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     return CheckpointMeta(
         model_cfg=model_cfg,  # type: ignore[arg-type]
         class_names=tuple(datamodule.class_names),
-        has_va=bool(datamodule.has_va),
+        has_va=bool(datamodule.has_va if has_va is None else has_va),
         input_size=int(datamodule.image_size),
         in_chans=int(datamodule.in_chans),
         mean=tuple(float(v) for v in datamodule.mean),
@@ -85,8 +89,11 @@ def checkpoint_metadata(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     ).to_dict()
 
 
-def build_module(cfg: DictConfig, datamodule: Any, net: Any = None) -> L.LightningModule:
-    """The LightningModule of ``cfg.task``; ``net`` (a trained network) skips building one."""
+def build_module(
+    cfg: DictConfig, datamodule: Any, net: Any = None, net_has_va: bool = True
+) -> L.LightningModule:
+    """The LightningModule of ``cfg.task``; ``net`` (a trained network) skips building one
+    (``net_has_va``: its checkpoint says its VA heads were trained)."""
     task = (cfg.get("task") or {}).get("name", "supervised")
     if task == "distill":
         from fersuite.modules.distill_module import build_distill_module
@@ -113,9 +120,12 @@ def build_module(cfg: DictConfig, datamodule: Any, net: Any = None) -> L.Lightni
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         class_names=datamodule.class_names,
-        has_va=datamodule.has_va,
+        # VA heads count only when the loss trains them (loss=ce does not): no VA metrics,
+        # figures or checkpoint has_va otherwise.
+        has_va=bool(datamodule.has_va and loss.trains_va and net_has_va),
         monitor=cfg.monitor,
         compile=cfg.get("compile", False),
+        monitor_mode=cfg.get("monitor_mode"),
     )
 
 
@@ -135,8 +145,8 @@ def trained_net(cfg: DictConfig, datamodule: Any) -> Any:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and test one configuration; return its final metrics."""
     evaluating = wants_checkpoint_eval(cfg)
-    if evaluating:  # train=false ckpt_path=<file>: the checkpoint's model, any dataset
-        adopt_checkpoint_model(cfg)
+    # train=false ckpt_path=<file>: the checkpoint's model, any dataset
+    ckpt_meta = adopt_checkpoint_model(cfg) if evaluating else None
     validate_config(cfg)
     ckpt_path = prepare_resume(cfg)  # resume=auto / ckpt_path; may switch paths.output_dir
     out_dir = Path(cfg.paths.output_dir)
@@ -145,8 +155,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
-    module = build_module(cfg, datamodule, net=trained_net(cfg, datamodule) if evaluating else None)
-    module.checkpoint_meta = checkpoint_metadata(cfg, datamodule)
+    module = build_module(
+        cfg,
+        datamodule,
+        net=trained_net(cfg, datamodule) if evaluating else None,
+        net_has_va=ckpt_meta.has_va if ckpt_meta is not None else True,
+    )
+    module.checkpoint_meta = checkpoint_metadata(
+        cfg, datamodule, has_va=getattr(module, "has_va", None)
+    )
     loggers = build_loggers(cfg, wandb_id=read_wandb_id(out_dir) if ckpt_path else None)
     remember_wandb_id(loggers, out_dir)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
@@ -189,20 +206,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+@task_wrapper
+def hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra task: one training job (an exception fails the job; see fersuite.apps)."""
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
-    try:
-        metrics = train(cfg)
-    except USER_ERRORS as exc:  # bad config/data/checkpoint, non-finite loss: one line, exit 1
-        if "--multirun" in sys.argv or "-m" in sys.argv:
-            raise
-        print(f"fersuite-train: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    finally:
-        finish_wandb()
+    metrics = train(cfg)
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None
+
+
+def main() -> None:
+    """``fersuite-train``: bad input → one line, exit 2; failed run → exit 1 (fersuite.apps)."""
+    run_app("train", hydra_main)
 
 
 if __name__ == "__main__":

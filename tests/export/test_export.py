@@ -198,7 +198,7 @@ def test_console_script(tmp_path: Path) -> None:
         timeout=300,
         check=False,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # bad input (fersuite.apps)
     assert (
         bad.stderr.strip()
         .splitlines()[-1]

@@ -105,7 +105,7 @@ def test_console_prints_one_line_without_traceback(tmp_path: Path) -> None:
         timeout=300,
         check=False,
     )
-    assert res.returncode == 1
+    assert res.returncode == 2  # bad input (fersuite.apps)
     err = [line for line in res.stderr.splitlines() if line.strip()]
     assert err[-1] == (
         "fersuite-train: error: data.batch_szie is not a key of SyntheticDataModule; "

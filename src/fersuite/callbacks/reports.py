@@ -196,7 +196,10 @@ class ReportCallback(L.Callback):
         return VAPairs(allv[:, 0], allv[:, 1], allv[:, 2], allv[:, 3])
 
     def _report(self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        va = self._gathered_va(trainer, pl_module, stage)  # collective: every rank takes part
+        if getattr(pl_module, "has_va", True):
+            va = self._gathered_va(trainer, pl_module, stage)  # collective: every rank
+        else:  # VA heads never trained (e.g. loss=ce): no VA figure
+            va = None
         self._write(stage, trainer, pl_module, va)
 
     @rank_zero_only

@@ -83,6 +83,13 @@ class AffectLoss(nn.Module):
     def uses_va(self) -> bool:
         return self.valence_weight > 0 or self.arousal_weight > 0
 
+    @property
+    def trains_va(self) -> bool:
+        """The loss trains the valence/arousal heads (given VA labels): a model trained with
+        it "has VA" (its VA metrics mean something, it may teach VA). ``loss=ce`` does not;
+        ``ce_va``, ``ccc`` and ``kd`` do (their teacher-bounded VA terms need it too)."""
+        return self.uses_va
+
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
         self.class_weights = None if weights is None else weights.float()
 

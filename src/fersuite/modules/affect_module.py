@@ -8,10 +8,11 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MinMetric
 
 from fersuite.losses.affect import AffectLoss
 from fersuite.metrics.affect import AffectMetrics
+from fersuite.monitoring import monitor_direction
 from fersuite.types import AffectOutput
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -22,7 +23,9 @@ class AffectModule(L.LightningModule):
     """Trains ``net`` (any model returning :class:`AffectOutput`) with ``loss``.
 
     Logs per stage (``train/``, ``val/``, ``test/``) the loss terms and the metrics of
-    :class:`AffectMetrics`, plus ``val/<monitor>_best``. The confusion matrices of the last
+    :class:`AffectMetrics`, plus ``<monitor>_best``: the best value so far of ``monitor`` (any
+    logged val metric or loss term), lowest or highest as :func:`monitor_direction` says
+    (``monitor_mode`` overrides). The confusion matrices of the last
     val/test epoch are kept in :attr:`confusion`.
     """
 
@@ -36,6 +39,7 @@ class AffectModule(L.LightningModule):
         has_va: bool = True,
         monitor: str = "val/acc",
         compile: bool = False,
+        monitor_mode: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
@@ -60,7 +64,8 @@ class AffectModule(L.LightningModule):
                 "test_": AffectMetrics(num_classes, has_va),
             }
         )
-        self.best = MaxMetric()
+        self.monitor_mode = monitor_direction(monitor, monitor_mode)
+        self.best = MinMetric() if self.monitor_mode == "min" else MaxMetric()
         self.best.persistent(True)  # checkpointed, so a resumed run keeps its best so far
         self.confusion: dict[str, torch.Tensor] = {}
         #: Plain-data description saved in every checkpoint (see fersuite.checkpoint).
@@ -123,9 +128,16 @@ class AffectModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._epoch_end("val")
+        if self.trainer.sanity_checking:
+            return
         key = self.monitor.split("/", 1)[-1]
-        if key in values and not self.trainer.sanity_checking:
-            self.best(values[key])
+        # Metrics computed here, or a loss term whose epoch mean Lightning has already
+        # reduced (logged in validation_step; see EvaluationLoop._store_dataloader_outputs).
+        value = values.get(key) if self.monitor.startswith("val/") else None
+        if value is None:
+            value = self.trainer.callback_metrics.get(self.monitor)
+        if value is not None:
+            self.best(value)
             self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True)
 
     def on_test_epoch_end(self) -> None:

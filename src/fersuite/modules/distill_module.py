@@ -105,6 +105,7 @@ class DistillationModule(AffectModule):
         has_va: bool = True,
         monitor: str = "val/acc",
         compile: bool = False,
+        monitor_mode: str | None = None,
         teacher_outputs: str = "live",
         data_spec: InputSpec | None = None,
         cache_dir: str | None = None,
@@ -148,6 +149,7 @@ class DistillationModule(AffectModule):
             has_va=has_va,
             monitor=monitor,
             compile=compile,
+            monitor_mode=monitor_mode,
         )
         # Deliberately not a submodule: not saved, not in parameters(), not DDP-synchronised.
         object.__setattr__(self, "_teacher", frozen)
@@ -422,9 +424,11 @@ def build_distill_module(cfg: DictConfig, datamodule: Any) -> DistillationModule
         teacher=teacher,
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         class_names=datamodule.class_names,
-        has_va=datamodule.has_va,
+        # VA heads count only when the loss trains them (loss.valence/arousal_weight > 0).
+        has_va=bool(datamodule.has_va and loss.trains_va),
         monitor=cfg.monitor,
         compile=cfg.get("compile", False),
+        monitor_mode=cfg.get("monitor_mode"),
         teacher_outputs=str(d.get("teacher_outputs", "live")),
         data_spec=data_spec,
         cache_dir=d.get("cache_dir"),
