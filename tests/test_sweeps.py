@@ -138,3 +138,35 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
             total += len(pred)
     assert total == 64
     assert metrics["val/acc"] == pytest.approx(correct / total, abs=1e-6)
+
+
+@pytest.mark.smoke
+def test_optuna_search_survives_a_failed_trial(tmp_path: Path) -> None:
+    # hparams_search sets hydra.mode=MULTIRUN in config (no --multirun on the command line):
+    # a trial drawing the invalid lr must fail alone, recorded, and the search go on.
+    res = _run(
+        tmp_path,
+        "hparams_search=mit_fer_optuna",
+        "hydra.sweeper.params={optimizer.lr:'choice(-0.01,0.001)'}",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=1",
+        "callbacks.efficiency=null",
+        "callbacks.reports=null",
+        "test=false",
+    )
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4, res.stderr[-3000:]
+    failed = [j for j in jobs if (j / "error.txt").is_file()]
+    ok = [j for j in jobs if (j / "metrics.json").is_file()]
+    assert failed and ok and len(failed) + len(ok) == 4, res.stderr[-3000:]
+    for job in failed:
+        assert "optimizer.lr=-0.01" in (job / ".hydra" / "overrides.yaml").read_text()
+        assert "expected a learning rate > 0" in (job / "error.txt").read_text()
+    best = yaml_load(sweep / "optimization_results.yaml")
+    assert best["best_params"]["optimizer.lr"] == 0.001
+    rows = (sweep / "report.md").read_text()
+    assert f"{len(ok)} of 4 jobs finished, {len(failed)} failed." in rows
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last == f"fersuite-train: error: {len(failed)} of 4 jobs failed (see {sweep}/report.md)"
