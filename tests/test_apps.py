@@ -79,7 +79,9 @@ class Boom:
 
 def test_distill_keys_are_validated_with_a_suggestion(cfg_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = cfg_factory(["task=distill", "+distill.teacher_outptus=cached"])
-    with pytest.raises(ConfigError, match=r"distill\.teacher_outptus .*did you mean teacher_outputs"):
+    with pytest.raises(
+        ConfigError, match=r"distill\.teacher_outptus .*did you mean teacher_outputs"
+    ):
         validate_config(cfg)
     cfg = cfg_factory(["task=distill", "distill.teacher_outputs=cahced"])
     with pytest.raises(ConfigError, match=r"distill\.teacher_outputs='cahced'"):

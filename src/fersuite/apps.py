@@ -4,7 +4,7 @@
 * Bad input (:func:`fersuite.errors.user_errors`: a config value, a data file, a checkpoint,
   a non-finite loss, a missing file, a command line Hydra cannot compose) → one line
   ``fersuite-<app>: error: ...`` on stderr, exit status 2.
-* A :class:`fersuite.errors.RunFailure` (a failure its message explains, e.g. an export that
+* A :class:`fersuite.errors.RunFailedError` (a failure its message explains, e.g. an export that
   does not match PyTorch) → one line, exit status 1.
 * Any other exception is a failed run, i.e. a bug → its traceback is logged, exit status 1.
 * A multirun (``--multirun`` or ``hydra.mode: MULTIRUN`` in a preset, e.g. ``hparams_search``)
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fersuite.errors import RunFailure, is_user_error, one_line
+from fersuite.errors import RunFailedError, is_user_error, one_line
 
 __all__ = ["in_multirun", "note_multirun", "run_app", "task_wrapper"]
 
@@ -115,7 +115,7 @@ def _answer(prog: str, exc: BaseException) -> int:
     if is_user_error(exc):
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
         return 2
-    if isinstance(exc, RunFailure):
+    if isinstance(exc, RunFailedError):
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
         return 1
     log.error("%s failed (a bug: please report it with this traceback)", prog, exc_info=exc)

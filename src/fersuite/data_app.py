@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fersuite.apps import run_app, task_wrapper
-from fersuite.config import CONFIG_DIR, ConfigError
+from fersuite.config import CONFIG_DIR
 from fersuite.data.base import SPLITS, AffectDataModule, ArraySplit
-from fersuite.data.errors import DataFormatError
 from fersuite.utils.console import make_console
 from fersuite.utils.io import atomic_path, atomic_write_json
 

@@ -2,7 +2,7 @@
 
 An app (``fersuite-train``, ``-data``, ``-profile``, ``-export``, ``-predict``, ``-report``)
 answers an error of :func:`user_errors` with one line ``fersuite-<app>: error: ...`` and exit
-status 2; a :class:`RunFailure` with one line and exit status 1; any other exception is a
+status 2; a :class:`RunFailedError` with one line and exit status 1; any other exception is a
 failed run (a bug): traceback logged, exit status 1. See
 :mod:`fersuite.apps`.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-__all__ = ["RunFailure", "UserError", "is_user_error", "one_line", "user_errors"]
+__all__ = ["RunFailedError", "UserError", "is_user_error", "one_line", "user_errors"]
 
 
 class UserError(Exception):
@@ -20,7 +20,7 @@ class UserError(Exception):
     exit status 2."""
 
 
-class RunFailure(Exception):
+class RunFailedError(Exception):
     """A run that failed for a reason its message states (e.g. an exported model that does not
     match PyTorch): one line, exit status 1, no traceback."""
 
@@ -69,7 +69,9 @@ def one_line(exc: BaseException) -> str:
     if cause is not None and type(cause).__module__.startswith("omegaconf"):
         # e.g. "Key 'batch_szie' is not in struct" below Hydra's "Could not override ..."
         parts.append(str(cause).strip().splitlines()[0] if str(cause).strip() else "")
-    text = " ".join(" ".join(line.strip() for line in p.splitlines() if line.strip()) for p in parts)
+    text = " ".join(
+        " ".join(line.strip() for line in p.splitlines() if line.strip()) for p in parts
+    )
     return text or type(exc).__name__
 
 

@@ -48,7 +48,7 @@ from torch import nn
 from fersuite.apps import run_app, task_wrapper
 from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
 from fersuite.config import CONFIG_DIR, ConfigError, settings_keys
-from fersuite.errors import RunFailure
+from fersuite.errors import RunFailedError
 from fersuite.profiling import measure_latency
 from fersuite.types import AffectOutput
 from fersuite.utils.io import atomic_path, atomic_write_json
@@ -73,7 +73,7 @@ FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 EXPORTERS = ("auto", "dynamo", "legacy")
 
 
-class ExportError(RunFailure, RuntimeError):
+class ExportError(RunFailedError, RuntimeError):
     """An export that failed or whose outputs do not match PyTorch."""
 
 

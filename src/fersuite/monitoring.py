@@ -19,8 +19,8 @@ from typing import Any, Literal
 from fersuite.config import ConfigError
 
 __all__ = [
-    "LOWER_IS_BETTER",
     "HIGHER_IS_BETTER",
+    "LOWER_IS_BETTER",
     "monitor_direction",
     "optuna_direction",
     "register_resolvers",
