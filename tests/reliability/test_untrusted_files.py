@@ -287,6 +287,19 @@ def test_train_app_refuses_a_nested_target(  # type: ignore[no-untyped-def]
     armed.assert_untouched()
 
 
+def test_resume_never_rebuilds_from_the_stored_model_config(  # type: ignore[no-untyped-def]
+    cfg_factory, tmp_path: Path
+) -> None:
+    """Resuming builds the model from the run's own config; the file only supplies state."""
+    from fersuite.train import train
+
+    armed = Armed(tmp_path / "attack", "open")
+    cfg = cfg_factory([*TINY, f"ckpt_path={armed.ckpt}", "logger=none"])
+    with pytest.raises(Exception):  # noqa: B017 - not a resumable checkpoint; any refusal
+        train(cfg)
+    armed.assert_untouched()
+
+
 @pytest.mark.smoke
 @pytest.mark.parametrize(
     ("app", "args"),
