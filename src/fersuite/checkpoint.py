@@ -1,25 +1,132 @@
-"""Rebuilding a model from a fersuite checkpoint, without unpickling arbitrary objects.
+"""Rebuilding a model from a fersuite checkpoint, without running anything the file says.
 
 Every checkpoint written by ``fersuite-train`` carries, under the key ``"fersuite"``, plain
-data only: the model config (``model_cfg``, instantiable with Hydra), the class names, the
-input spec and the data normalisation. ``torch.load(weights_only=True)`` can read it, so a
-crafted pickle is refused instead of executed.
+data only: the model config (``model_cfg``: an architecture name of the model registry plus
+plain keyword values), the class names, the input spec and the data normalisation.
+``torch.load(weights_only=True)`` can read it, so a crafted pickle is refused instead of
+executed. The model config is never given to Hydra's ``instantiate`` (a nested ``_target_``
+would run, e.g. ``builtins.open(path, "w")``): :func:`check_model_card` accepts only the
+registry's own factory at the top and plain values below it, and :func:`build_model_from_card`
+builds through :func:`fersuite.models.registry.create_model`. Every path that rebuilds a model
+from a file someone else made (export, predict and its sidecars, ``train=false ckpt_path=``,
+distillation teachers) goes through these two functions.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from fersuite.models.weights import PretrainedWeightsError, describe_mismatch
 
 META_KEY = "fersuite"
+
+#: The only ``_target_`` a stored model config may name (at its top level).
+MODEL_FACTORY = "fersuite.models.registry.create_model"
+_PLAIN = "plain values (str, int, float, bool, None and lists/dicts of them)"
+
+
+class ModelCardError(PretrainedWeightsError):
+    """A model config read from a file is not an architecture name plus plain values."""
+
+
+def _refuse(source: str, what: str) -> ModelCardError:
+    return ModelCardError(f"{source}: refusing to rebuild the model: {what}")
+
+
+def _check_plain(value: Any, key: str, source: str) -> Any:
+    """A deep copy of ``value`` when it is plain data; a one-line refusal otherwise."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _refuse(source, f"{key} has a non-string key {k!r}")
+            sub = f"{key}.{k}"
+            if k == "_target_":
+                raise _refuse(
+                    source, f"{sub}={v!r}: a nested _target_ is never run; expected {_PLAIN}"
+                )
+            if k.startswith("_") and k.endswith("_"):
+                raise _refuse(source, f"{sub}: Hydra keys are not accepted; expected {_PLAIN}")
+            out[k] = _check_plain(v, sub, source)
+        return out
+    if isinstance(value, list | tuple):
+        return [_check_plain(v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        if "${" in value:
+            raise _refuse(source, f"{key}={value!r}: an interpolation is not a plain value")
+        return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    raise _refuse(source, f"{key} is a {type(value).__name__}, not one of the {_PLAIN}")
+
+
+def check_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
+    """The checked, plain copy of a model config read from ``source`` (a file someone made).
+
+    Accepted: an optional top-level ``_target_`` equal to :data:`MODEL_FACTORY`, ``arch`` a
+    registered architecture, and keyword values that are plain data and keys of that
+    architecture. Anything else (another ``_target_`` at any depth, other Hydra keys, objects,
+    interpolations) raises :class:`ModelCardError` with one line naming ``source``; nothing
+    from the file is imported or called.
+    """
+    from fersuite.config import ConfigError
+    from fersuite.config_schema import check_target_node
+    from fersuite.models.registry import list_models
+
+    if not isinstance(model_cfg, Mapping):
+        raise _refuse(source, f"model_cfg is a {type(model_cfg).__name__}; expected a mapping")
+    target = model_cfg.get("_target_", MODEL_FACTORY)
+    if target != MODEL_FACTORY:
+        raise _refuse(
+            source,
+            f"model_cfg._target_={target!r}; only {MODEL_FACTORY} (the model registry) is accepted",
+        )
+    body = {k: v for k, v in model_cfg.items() if k != "_target_"}
+    card: dict[str, Any] = _check_plain(body, "model_cfg", source)
+    arch = card.get("arch")
+    if not isinstance(arch, str) or arch not in list_models():
+        raise _refuse(source, f"model_cfg.arch={arch!r}; expected one of {list_models()}")
+    card = {"_target_": MODEL_FACTORY, **card}
+    try:  # keys and simple types against the architecture's signature (imports nothing else)
+        check_target_node("model_cfg", card)
+    except ConfigError as exc:
+        raise _refuse(source, str(exc)) from exc
+    return card
+
+
+def build_model_from_card(model_cfg: Any, source: str, **overrides: Any) -> nn.Module:
+    """Check ``model_cfg`` (:func:`check_model_card`) and build it through the model registry;
+    ``overrides`` (e.g. ``num_classes``) are the caller's own keyword values."""
+    from fersuite.models.registry import create_model
+
+    card = check_model_card(model_cfg, source)
+    kwargs = {k: v for k, v in card.items() if k not in ("_target_", "arch")}
+    kwargs.update(overrides)
+    arch = str(card["arch"])
+    try:
+        return create_model(arch, **kwargs)
+    except (TypeError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelCardError(f"{source}: model_cfg does not build a {arch} model: {first}") from exc
+
+
+def trained_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
+    """The checked card of a trained model: its weights come from the checkpoint, so the
+    original pretrained weights (``pretrained``, ``pretrained_path``) are never read again."""
+    card = check_model_card(model_cfg, source)
+    if "pretrained" in card:
+        card["pretrained"] = False
+    if "pretrained_path" in card:
+        card["pretrained_path"] = None
+    return copy.deepcopy(card)
 
 
 @dataclass(frozen=True)
@@ -100,13 +207,8 @@ def load_model_from_checkpoint(
     """Rebuild the trained network from a fersuite checkpoint (eval mode)."""
     ckpt = read_checkpoint(path)
     meta = checkpoint_meta(ckpt, str(path))
-    cfg = dict(meta.model_cfg)
-    # The trained weights replace any pretrained ones: never read the original file again.
-    if "pretrained" in cfg:
-        cfg["pretrained"] = False
-    if "pretrained_path" in cfg:
-        cfg["pretrained_path"] = None
-    net: nn.Module = instantiate(cfg, num_classes=len(meta.class_names))
+    card = trained_model_card(meta.model_cfg, str(path))
+    net = build_model_from_card(card, str(path), num_classes=len(meta.class_names))
     sd = net_state_dict(ckpt)
     problem = describe_mismatch(net, sd)
     if problem:

@@ -11,10 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def _config_dir() -> str:
+    """``FERSUITE_CONFIG_DIR`` when set, else the configs shipped inside the package
+    (``fersuite/conf``: package data, so a regular ``pip install`` finds them too)."""
     env = os.environ.get("FERSUITE_CONFIG_DIR")
     if env:
         return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
+    return str(Path(__file__).resolve().parent / "conf")
 
 
 CONFIG_DIR = _config_dir()

@@ -20,7 +20,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from fersuite.checkpoint import CheckpointMeta, checkpoint_meta, read_checkpoint
+from fersuite.checkpoint import (
+    CheckpointMeta,
+    checkpoint_meta,
+    read_checkpoint,
+    trained_model_card,
+)
 from fersuite.config import ConfigError
 from fersuite.labels import canonical_name, mapping_indices
 from fersuite.types import AffectOutput
@@ -46,11 +51,8 @@ def adopt_checkpoint_model(cfg: DictConfig) -> CheckpointMeta:
     if not Path(path).is_file():
         raise ConfigError(f"ckpt_path={path}: no such checkpoint file (expected a .ckpt)")
     meta = checkpoint_meta(read_checkpoint(path), path)
-    model_cfg = dict(meta.model_cfg)
-    if "pretrained" in model_cfg:
-        model_cfg["pretrained"] = False
-    if "pretrained_path" in model_cfg:
-        model_cfg["pretrained_path"] = None
+    # Checked before anything uses it: the registry's factory and plain values only.
+    model_cfg = trained_model_card(meta.model_cfg, path)
     with open_dict(cfg):
         cfg.model = OmegaConf.create(model_cfg)
         if cfg.get("data") is not None:

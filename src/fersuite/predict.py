@@ -96,6 +96,14 @@ def _read_sidecar(model_path: Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as exc:
+        raise PredictError(f"{sidecar}: not a JSON sidecar: {type(exc).__name__}: {exc}") from exc
+    if isinstance(meta, dict) and meta.get("model_cfg") is not None:
+        from fersuite.checkpoint import check_model_card
+
+        # Never used to build anything here, but a sidecar naming code is refused outright.
+        check_model_card(meta["model_cfg"], str(sidecar))
+    try:
         inp = meta["input"]
         return {
             "class_names": tuple(str(c) for c in meta["class_names"]),

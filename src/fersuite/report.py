@@ -8,8 +8,9 @@ Usage::
 Writes ``report.csv``, ``report.md`` and ``pareto.png`` (and, for profile sweeps, the merged
 ``profile.json`` / ``profile.csv``) into the sweep dir or ``--out``. Every multirun also gets
 this report automatically through :class:`SweepReportCallback`, registered in
-``conf/hydra/default.yaml`` under ``hydra.callbacks``: it refreshes the report after each job
-(so a sweep aborted by a failing job still has one) and once more when the multirun ends.
+``fersuite/conf/hydra/default.yaml`` under ``hydra.callbacks``: it refreshes the report after
+each job (so a sweep aborted by a failing job still has one) and once more when the multirun
+ends.
 """
 
 from __future__ import annotations

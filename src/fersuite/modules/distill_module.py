@@ -386,7 +386,9 @@ def build_distill_module(cfg: DictConfig, datamodule: Any) -> DistillationModule
     """The ``task=distill`` module from a composed config (called by ``fersuite.train``)."""
     dcfg = cfg.get("distill")
     if dcfg is None:
-        raise ConfigError("task=distill needs the distill.* settings (conf/task/distill.yaml)")
+        raise ConfigError(
+            "task=distill needs the distill.* settings (fersuite/conf/task/distill.yaml)"
+        )
     d = OmegaConf.to_container(dcfg, resolve=True)
     assert isinstance(d, dict)
     classes = d.get("teacher_classes")
