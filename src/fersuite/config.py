@@ -35,6 +35,17 @@ def validate_config(cfg: DictConfig) -> None:
 
         if model.arch not in list_models():
             raise ConfigError(f"model.arch={model.arch!r}; expected one of {list_models()}")
+        if (  # training EmoNet's head on a random frozen trunk is never what is meant
+            model.arch == "emonet"
+            and cfg.get("train", False)
+            and not model.get("pretrained_path")
+            and model.get("freeze_trunk", True)
+        ):
+            raise ConfigError(
+                "model=emonet: model.pretrained_path is not set, so only the head would train on "
+                "a random frozen trunk; set model.pretrained_path=<emonet_8.pth> or "
+                "model.freeze_trunk=false"
+            )
     trainer = cfg.get("trainer")
     if (
         trainer is not None
