@@ -125,3 +125,29 @@ def test_emonet_teacher_and_profile_need_no_weights(cfg_factory) -> None:  # typ
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         profile = compose(config_name="profile", overrides=["model=emonet"])
     validate_config(profile)  # profiling measures the architecture, weights or not
+
+
+def test_kd_affectnet_warns_once_without_imagenet_weights(cfg_factory, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    def warnings_for(overrides: list[str]) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fersuite.config"):
+            validate_config(cfg_factory(overrides))
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    kd = "experiment=kd_affectnet"
+    (line,) = warnings_for([kd])
+    assert line.startswith("model.pretrained_path is not set:") and "ImageNet" in line
+    assert "\n" not in line
+    for task in ("supervised", "distill"):
+        assert len(warnings_for([kd, f"task={task}"])) == 1
+    assert warnings_for([kd, "model.pretrained_path=/weights/mobilenetv2_100.safetensors"]) == []
+    assert warnings_for(["experiment=mit_fer2013"]) == []  # presets without the key: silent
+
+
+def test_kd_affectnet_documented_weights_override_resolves_per_student(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    override = "model.pretrained_path=/weights/${model.name}.safetensors"  # as in the README
+    for name in ("efficientformer_l3", "mobilenetv2_100"):
+        cfg = cfg_factory(["experiment=kd_affectnet", f"model.name={name}", override])
+        assert cfg.model.pretrained_path == f"/weights/{name}.safetensors"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 
 def _config_dir() -> str:
@@ -57,6 +60,15 @@ def validate_config(cfg: DictConfig) -> None:
     from fersuite.config_schema import validate_schema
 
     validate_schema(cfg)
+    warn_unset_recommended(cfg)
+
+
+def warn_unset_recommended(cfg: DictConfig) -> None:
+    """One warning per ``recommended`` key (set by presets: key -> why) left null or empty."""
+    for key, why in (cfg.get("recommended") or {}).items():
+        value = OmegaConf.select(cfg, str(key), default=None, throw_on_resolution_failure=False)
+        if value is None or value == "":
+            log.warning("%s is not set: %s", key, " ".join(str(why).split()))
 
 
 def settings_keys(
