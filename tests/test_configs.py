@@ -90,3 +90,64 @@ def test_timm_families_with_pre_logits_heads(name: str) -> None:
     net = TimmAffectNet(name, num_classes=7, in_chans=1, input_size=64).eval()
     out = net(torch.zeros(2, 1, 64, 64))
     assert out.expression.shape == (2, 7) and out.valence.shape == (2,)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["model=emonet"], True),  # random frozen trunk: only the head would train
+        (["model=emonet", "task=distill", "distill.teacher_ckpt=t.ckpt"], True),  # student
+        (["model=emonet", "model.freeze_trunk=false"], False),  # trains the whole network
+        (["model=emonet", "model.pretrained_path=emonet_8.pth"], False),  # official weights
+        (["model=emonet", "train=false"], False),  # nothing is trained
+    ],
+)
+def test_emonet_without_weights_is_not_trained_frozen(
+    cfg_factory, overrides: list[str], refused: bool
+) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory(overrides)
+    if not refused:
+        validate_config(cfg)
+        return
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    msg = str(info.value)
+    assert "\n" not in msg and "model.pretrained_path" in msg and "model.freeze_trunk" in msg
+
+
+def test_emonet_teacher_and_profile_need_no_weights(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    # an EmoNet teacher is not model=...: the student (default timm) is what trains
+    validate_config(cfg_factory(["task=distill", "distill.teacher=emonet"]))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        profile = compose(config_name="profile", overrides=["model=emonet"])
+    validate_config(profile)  # profiling measures the architecture, weights or not
+
+
+def test_kd_affectnet_warns_once_without_imagenet_weights(cfg_factory, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    def warnings_for(overrides: list[str]) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fersuite.config"):
+            validate_config(cfg_factory(overrides))
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    kd = "experiment=kd_affectnet"
+    (line,) = warnings_for([kd])
+    assert line.startswith("model.pretrained_path is not set:") and "ImageNet" in line
+    assert "\n" not in line
+    for task in ("supervised", "distill"):
+        assert len(warnings_for([kd, f"task={task}"])) == 1
+    assert warnings_for([kd, "model.pretrained_path=/weights/mobilenetv2_100.safetensors"]) == []
+    assert warnings_for(["experiment=mit_fer2013"]) == []  # presets without the key: silent
+
+
+def test_kd_affectnet_documented_weights_override_resolves_per_student(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    override = "model.pretrained_path=/weights/${model.name}.safetensors"  # as in the README
+    for name in ("efficientformer_l3", "mobilenetv2_100"):
+        cfg = cfg_factory(["experiment=kd_affectnet", f"model.name={name}", override])
+        assert cfg.model.pretrained_path == f"/weights/{name}.safetensors"

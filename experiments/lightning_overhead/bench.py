@@ -39,6 +39,7 @@ from fersuite.data.synthetic_datamodule import SyntheticDataModule
 from fersuite.losses import AffectLoss
 from fersuite.models.registry import create_model
 from fersuite.modules.affect_module import AffectModule
+from fersuite.modules.optim import weight_decay_param_groups
 
 
 class StepClock(L.Callback):
@@ -73,7 +74,7 @@ def optimizer_factory(lr: float) -> Any:
 def run_plain(net: nn.Module, loader: Any, args: argparse.Namespace) -> float:
     net.train()
     loss_fn = AffectLoss()
-    opt = optimizer_factory(args.lr)(params=[p for p in net.parameters() if p.requires_grad])
+    opt = optimizer_factory(args.lr)(params=weight_decay_param_groups(net))  # as AffectModule
     last = args.warmup + args.steps - 1
     t0 = t1 = 0.0
     for i, batch in enumerate(loader):

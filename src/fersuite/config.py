@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 
 def _config_dir() -> str:
@@ -37,6 +40,17 @@ def validate_config(cfg: DictConfig) -> None:
 
         if model.arch not in list_models():
             raise ConfigError(f"model.arch={model.arch!r}; expected one of {list_models()}")
+        if (  # training EmoNet's head on a random frozen trunk is never what is meant
+            model.arch == "emonet"
+            and cfg.get("train", False)
+            and not model.get("pretrained_path")
+            and model.get("freeze_trunk", True)
+        ):
+            raise ConfigError(
+                "model=emonet: model.pretrained_path is not set, so only the head would train on "
+                "a random frozen trunk; set model.pretrained_path=<emonet_8.pth> or "
+                "model.freeze_trunk=false"
+            )
     trainer = cfg.get("trainer")
     if (
         trainer is not None
@@ -48,6 +62,15 @@ def validate_config(cfg: DictConfig) -> None:
     from fersuite.config_schema import validate_schema
 
     validate_schema(cfg)
+    warn_unset_recommended(cfg)
+
+
+def warn_unset_recommended(cfg: DictConfig) -> None:
+    """One warning per ``recommended`` key (set by presets: key -> why) left null or empty."""
+    for key, why in (cfg.get("recommended") or {}).items():
+        value = OmegaConf.select(cfg, str(key), default=None, throw_on_resolution_failure=False)
+        if value is None or value == "":
+            log.warning("%s is not set: %s", key, " ".join(str(why).split()))
 
 
 def settings_keys(

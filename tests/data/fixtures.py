@@ -154,16 +154,31 @@ def write_fer2013(
 
 
 #: Vote patterns over FERPLUS_COLUMNS cycled by write_ferplus; {k} is the row's class.
-_FERPLUS_KINDS = ("clear", "clear", "split", "unknown", "nf", "tie", "noimage", "clear")
+_FERPLUS_KINDS = (
+    "clear",
+    "outlier",
+    "split",
+    "unknown",
+    "nf",
+    "tie",
+    "noimage",
+    "clear",
+    "unknown_share",
+)
+#: Kinds each mode keeps (FER+ authors' majority rule: single votes dropped, then > half).
+_FERPLUS_MAJORITY_KEEPS = ("clear", "outlier")
+_FERPLUS_SOFT_KEEPS = ("clear", "outlier", "split", "tie", "unknown_share")
 
 
 def _ferplus_votes(kind: str, k: int, rng: np.random.Generator) -> list[int]:
     v = [0] * 10
     other = int((k + 1 + rng.integers(0, 6)) % 8)
+    third = (other + 1) % 8 if (other + 1) % 8 != k else (other + 2) % 8
     if kind == "clear":
         v[k], v[other] = 7, 3
+    elif kind == "outlier":  # exactly half of all votes, but more than half without the single
+        v[k], v[other], v[third] = 5, 4, 1
     elif kind == "split":  # plurality without an absolute majority
-        third = (other + 1) % 8 if (other + 1) % 8 != k else (other + 2) % 8
         v[k], v[other], v[third] = 4, 3, 3
     elif kind == "unknown":
         v[8], v[k] = 6, 4
@@ -173,14 +188,17 @@ def _ferplus_votes(kind: str, k: int, rng: np.random.Generator) -> list[int]:
         v[k], v[other] = 5, 5
     elif kind == "noimage":
         v[k] = 10
+    elif kind == "unknown_share":  # half the votes: unknown and NF votes count in the total
+        v[k], v[8], v[9] = 5, 3, 2
     return v
 
 
 def write_ferplus(root: str | Path, fer: Written, seed: int = 0) -> Written:
     """``root/fer2013new.csv`` row-aligned with the fer2013.csv fixture ``fer``.
 
-    Rows cycle over vote patterns: a clear majority, a plurality, an unknown majority, an NF
-    majority, a two-class tie and a row without an image name. Each returned sample carries
+    Rows cycle over vote patterns: a clear majority, a majority only once the single vote is
+    dropped, a plurality, an unknown majority, an NF majority, a two-class tie, a row without
+    an image name and a half share next to unknown/NF votes. Each returned sample carries
     its votes, the expected majority class name (None when majority mode drops it) and the
     expected soft target (None when soft mode drops it).
     """
@@ -196,8 +214,8 @@ def write_ferplus(root: str | Path, fer: Written, seed: int = 0) -> Written:
         votes = _ferplus_votes(kind, k, rng)
         name = "" if kind == "noimage" else f"fer{i:07d}.png"
         lines.append(f"{FER2013_USAGE[src.split]},{name}," + ",".join(map(str, votes)))
-        keep_soft = kind in ("clear", "split", "tie")
-        keep_major = kind in ("clear", "split")
+        keep_soft = kind in _FERPLUS_SOFT_KEEPS
+        keep_major = kind in _FERPLUS_MAJORITY_KEEPS
         emo = np.array(votes[:8], dtype=np.float64)
         soft = tuple(float(x) for x in emo / emo.sum()) if keep_soft else None
         out.append(

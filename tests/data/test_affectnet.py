@@ -251,3 +251,39 @@ def test_missing_layout(tmp_path: Path) -> None:
         _dm(w.root, tmp_path).setup()
     assert "validation.csv: not found" in str(err.value)
     assert "subDirectory_filePath,face_x" in str(err.value)
+
+
+def test_va_is_valid_only_when_both_values_are(tmp_path: Path) -> None:
+    """-2 on one of the two values makes the pair invalid: masked out of VA loss and metrics."""
+    w = write_affectnet(tmp_path / "an", n=16, n_test=8, with_invalid_va=False, with_dropped=False)
+    test = w.split("test")
+    lst = "Manually_Annotated_file_lists/validation.csv"
+    pairs = {0: ("0.5", "-2"), 1: ("-2", "-0.25"), 2: ("-2", "-2"), 3: ("-1", "1")}
+    for i, (v, a) in pairs.items():
+        _edit(w, test[i].line, 7, v, lst)
+        _edit(w, test[i].line, 8, a, lst)
+    dm = _dm(w.root, tmp_path)
+    dm.setup()
+    got = dm.splits["test"]
+    assert got.va_mask[:4].tolist() == [False, False, False, True]
+    assert got.va_mask[4:].all()
+    # an invalid pair keeps no half of it; the valid edge values stay
+    assert got.valence[:3].tolist() == [0.0, 0.0, 0.0]
+    assert got.arousal[:3].tolist() == [0.0, 0.0, 0.0]
+    assert (float(got.valence[3]), float(got.arousal[3])) == (-1.0, 1.0)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["va_mask"][:4].tolist() == [False, False, False, True]
+
+
+def test_a_new_crop_margin_never_reuses_the_old_crops(tmp_path: Path) -> None:
+    w = write_affectnet(tmp_path / "an", n=16, n_test=8, with_dropped=False)
+    _replace_image(w, 0, (200, 200), (70, 70, 60, 60))
+    tight = _dm(w.root, tmp_path, crop_margin=0.0)
+    tight.setup()
+    wide = _dm(w.root, tmp_path, crop_margin=0.5)  # same cache_dir
+    wide.setup()
+    assert wide.cache_path != tight.cache_path
+    corner_tight = tight.splits["test"].images[0][1, 1].astype(int)
+    corner_wide = wide.splits["test"].images[0][1, 1].astype(int)
+    assert np.abs(corner_wide - 90).max() <= 6  # the grey background around the face
+    assert np.abs(corner_tight - 90).max() > 30  # the face colour fills the tight crop

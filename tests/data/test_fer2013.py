@@ -17,7 +17,7 @@ from fersuite.data.fer2013 import (
     parse_pixel_row,
     read_fer2013,
 )
-from fersuite.data.ferplus import FERPLUS_CLASSES
+from fersuite.data.ferplus import FERPLUS_CLASSES, FerPlusVotes, ferplus_targets
 from fersuite.labels import canonical_name
 from tests.data.fixtures import FER2013_NAMES, FERPLUS_NAMES, write_fer2013, write_ferplus
 
@@ -337,10 +337,61 @@ def test_ferplus_targets_round_trip(tmp_path: Path, mode: str) -> None:
     no_name = sum(1 for line in _lines(plus.files[0])[1:] if line.split(",")[1] == "")
     assert no_name > 0 and dropped["ferplus_no_image"] == no_name
     assert dropped["ferplus_unknown_or_nf"] > 0
+    # every row is kept or counted under exactly one reason
+    assert sum(dropped.values()) + sum(len(dm.splits[s]) for s in dm.splits) == len(plus.samples)
     if mode == "majority":
-        assert dropped["ferplus_tie"] > 0
+        assert dropped["ferplus_no_majority"] > 0
     else:
-        assert "ferplus_tie" not in dropped
+        assert "ferplus_no_majority" not in dropped
+
+
+_E = {name: i for i, name in enumerate(("neu", "hap", "sur", "sad", "ang", "dis", "fea", "con"))}
+
+
+def _votes(**counts: int) -> list[int]:
+    v = [0] * 10
+    for name, n in counts.items():
+        v[{"unk": 8, "nf": 9}.get(name, _E.get(name, -1))] = n
+    return v
+
+
+# (votes, kept class or the drop reason) under the FER+ authors' majority rule.
+_MAJORITY_CASES = [
+    (_votes(neu=10), "neu"),
+    (_votes(hap=4, sad=1), "hap"),  # the single vote is dropped: 4 of 4
+    (_votes(hap=5, sad=4, ang=1), "hap"),  # 5 of 10 raw; 5 of 9 once the single is dropped
+    (_votes(hap=6, sad=2, ang=1, dis=1), "hap"),  # 6 of 8
+    (_votes(sur=2, fea=1, con=1, unk=1), "sur"),  # 2 of 2
+    (_votes(hap=3, sad=3, ang=2), "ferplus_no_majority"),  # 3 of 8
+    (_votes(hap=5, sad=5), "ferplus_no_majority"),  # exactly half is not a majority
+    (_votes(hap=4, sad=3, ang=3), "ferplus_no_majority"),  # a plurality only
+    (_votes(hap=5, unk=3, nf=2), "ferplus_no_majority"),  # unknown/NF votes count: 5 of 10
+    (_votes(hap=5, unk=4, nf=1), "hap"),  # 5 of 9
+    (_votes(neu=1, hap=1, sad=1, ang=1, unk=1, nf=1), "ferplus_no_majority"),  # all singles
+    (_votes(unk=6, hap=4), "ferplus_unknown_or_nf"),
+    (_votes(nf=9, hap=1), "ferplus_unknown_or_nf"),
+    (_votes(unk=5, nf=5), "ferplus_no_majority"),
+]
+
+
+def test_ferplus_majority_follows_the_fer_plus_authors_rule() -> None:
+    votes = np.array([v for v, _ in _MAJORITY_CASES], dtype=np.int32)
+    n = len(votes)
+    data = FerPlusVotes(votes, np.ones(n, dtype=bool), np.ones(n, dtype=bool))
+    keep, hard, _, dropped = ferplus_targets(data, "majority")
+    for i, (v, expected) in enumerate(_MAJORITY_CASES):
+        reasons = [k for k, rows in dropped.items() if rows[i]]
+        if expected in _E:
+            assert keep[i] and not reasons, (v, reasons)
+            assert int(hard[i]) == _E[expected], v
+        else:
+            assert not keep[i] and reasons == [expected], (v, reasons)
+    assert set(dropped) == {"ferplus_no_image", "ferplus_unknown_or_nf", "ferplus_no_majority"}
+    # soft mode keeps the raw distribution; it drops only rows that unknown/NF top
+    keep_soft, _, soft, dropped_soft = ferplus_targets(data, "soft")
+    np.testing.assert_allclose(soft[1], [0, 0.8, 0, 0.2, 0, 0, 0, 0])
+    assert keep_soft[5] and keep_soft[6] and not keep_soft[11] and not keep_soft[13]
+    assert int(dropped_soft["ferplus_unknown_or_nf"].sum()) == 4  # rows 10..13
 
 
 def test_ferplus_soft_trains_in_the_loss() -> None:

@@ -213,3 +213,17 @@ def test_detector_configuration_errors(tmp_path: Path, monkeypatch) -> None:  # 
     with pytest.raises(ConfigError, match="face_detector_model"):
         _dm(w.root, tmp_path, face_detector="yunet")
     assert faces.square_crop(Box(10, 20, 10, 30), 0.5) == (-15.0, 5.0, 45.0, 65.0)
+
+
+def test_va_csv_pair_is_valid_only_when_both_values_are(tmp_path: Path) -> None:
+    w = write_folder(tmp_path / "f", counts={"train": 8, "test": 4}, with_va=False)
+    test = sorted(s.path for s in w.split("test") if s.path)
+    rows = [f"{test[0]},0.5,-2", f"{test[1]},-2,-0.25", f"{test[2]},-2,-2", f"{test[3]},-1,1"]
+    (w.root / "va.csv").write_text("path,valence,arousal\n" + "\n".join(rows) + "\n")
+    dm = _dm(w.root, tmp_path, va_csv="va.csv")
+    dm.setup()
+    got = dm.splits["test"]  # listed in path order
+    assert got.va_mask.tolist() == [False, False, False, True]
+    assert got.valence[:3].tolist() == [0.0, 0.0, 0.0] == got.arousal[:3].tolist()
+    assert (float(got.valence[3]), float(got.arousal[3])) == (-1.0, 1.0)
+    assert dm.info["va_rows"] == 4

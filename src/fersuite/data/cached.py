@@ -134,14 +134,18 @@ class CachedDataModule(AffectDataModule):
     def _identities(self, paths: Sequence[Path]) -> list[dict[str, Any]]:
         return [file_identity(p) for p in paths]
 
-    def load_splits(self) -> dict[str, ArraySplit]:
-        sources = self.source_identities()
+    def array_cache(self) -> ArrayCache:
+        """The cache slot of the current sources and settings (``key`` names its directory):
+        every setting that changes the arrays is part of the key."""
         params = {
             **self.cache_params(),
             "on_bad_sample": self.on_bad_sample,
             "class_names": list(self.class_names),
         }
-        cache = ArrayCache(self.cache_dir, self.dataset_name, sources, params)
+        return ArrayCache(self.cache_dir, self.dataset_name, self.source_identities(), params)
+
+    def load_splits(self) -> dict[str, ArraySplit]:
+        cache = self.array_cache()
         start = time.perf_counter()
         data = cache.load_or_build(self._fill, rebuild=self.rebuild_cache)
         self.info = data.meta

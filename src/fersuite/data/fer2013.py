@@ -25,7 +25,13 @@ from fersuite.data.cache import CacheWriter
 from fersuite.data.cached import CachedDataModule
 from fersuite.data.csvio import require_dir
 from fersuite.data.errors import BadSamples, DataFormatError
-from fersuite.data.ferplus import FERPLUS_CLASSES, FERPLUS_MODES, ferplus_targets, read_ferplus
+from fersuite.data.ferplus import (
+    FERPLUS_CLASSES,
+    FERPLUS_MODES,
+    FERPLUS_RULES_VERSION,
+    ferplus_targets,
+    read_ferplus,
+)
 
 FER2013_FILE = "fer2013.csv"
 FER2013_HEADER = ("emotion", "pixels", "Usage")
@@ -318,7 +324,9 @@ class FER2013DataModule(CachedDataModule):
         return self._identities(paths)
 
     def cache_params(self) -> dict[str, Any]:
-        return {"ferplus_mode": self.ferplus_mode if self.ferplus_labels else None}
+        if self.ferplus_labels is None:
+            return {"ferplus_mode": None}
+        return {"ferplus_mode": self.ferplus_mode, "ferplus_rules": FERPLUS_RULES_VERSION}
 
     def fill(
         self, writer: CacheWriter, bad: BadSamples

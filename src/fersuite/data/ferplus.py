@@ -2,10 +2,19 @@
 
 The file is row-aligned with fer2013.csv: data row *i* of one describes data row *i* of the
 other (same ``Usage``). Targets are the majority class (``ferplus_mode=majority``) or the
-vote distribution over the 8 emotions (``soft``). Dropped, and counted per reason: rows
-without an image name (FER+ removed the image), rows whose most-voted category (ties
-included) is ``unknown`` or ``NF`` (not a face), and, in majority mode only, rows whose
-top vote count is shared by two emotions (no majority).
+vote distribution over the 8 emotions (``soft``). Rows without an image name (FER+ removed
+the image) are dropped in both modes.
+
+``majority`` follows the FER+ authors' rule (Barsoum et al. 2016; ``_process_data`` of
+microsoft/FERPlus): votes of 1 are outliers and set to 0; then the most-voted category wins
+only if it holds *more than half* of the remaining votes, where the total counts all ten
+categories (``unknown`` and ``NF`` votes included). A row without such a winner is dropped
+as ``ferplus_no_majority``; a row whose winner is ``unknown`` or ``NF`` as
+``ferplus_unknown_or_nf``.
+
+``soft`` keeps the raw votes: a row is dropped (``ferplus_unknown_or_nf``) when its
+most-voted category (ties included) is ``unknown`` or ``NF``; the target is the distribution
+of its votes over the 8 emotions. Every drop reason is counted.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ FERPLUS_HEADER = ("Usage", "Image name", *FERPLUS_VOTE_COLUMNS)
 #: FER+'s own class order, in canonical vocabulary names.
 FERPLUS_CLASSES = ("neutral", "happy", "surprise", "sad", "anger", "disgust", "fear", "contempt")
 FERPLUS_MODES = ("majority", "soft")
+#: Version of the label rules below, part of the cache key: bump it when they change.
+FERPLUS_RULES_VERSION = 2
 FORMAT = (
     "FER+ fer2013new.csv with header 'Usage,Image name,neutral,happiness,surprise,sadness,"
     "anger,disgust,fear,contempt,unknown,NF' (non-negative vote counts), row-aligned with "
@@ -105,21 +116,25 @@ def ferplus_targets(
     if mode not in FERPLUS_MODES:
         raise DataFormatError(f"data.ferplus_mode={mode!r}; expected one of {FERPLUS_MODES}")
     v = data.votes
-    top = v.max(axis=1, keepdims=True)
-    is_top = (v == top) & data.valid[:, None]
-    unknown_or_nf = is_top[:, 8] | is_top[:, 9]
-    tie = is_top[:, :8].sum(axis=1) > 1
-    no_image = data.valid & ~data.has_image
-    dropped = {
-        "ferplus_no_image": no_image,
-        "ferplus_unknown_or_nf": data.valid & data.has_image & unknown_or_nf,
-    }
-    keep = data.valid & data.has_image & ~unknown_or_nf
+    with_image = data.valid & data.has_image
+    dropped = {"ferplus_no_image": data.valid & ~data.has_image}
     if mode == "majority":
-        dropped["ferplus_tie"] = keep & tie
-        keep = keep & ~tie
+        counted = np.where(v > 1, v, 0)  # single votes are outliers
+        top = counted.max(axis=1)
+        winner = counted.argmax(axis=1)
+        majority = 2 * top > counted.sum(axis=1)  # strictly more than half (0 votes: none)
+        emotion = winner < len(FERPLUS_CLASSES)
+        dropped["ferplus_unknown_or_nf"] = with_image & majority & ~emotion
+        dropped["ferplus_no_majority"] = with_image & ~majority
+        keep = with_image & majority & emotion
+        hard = np.where(keep, winner, 0).astype(np.int64)
+    else:
+        is_top = v == v.max(axis=1, keepdims=True)
+        unknown_or_nf = is_top[:, 8] | is_top[:, 9]
+        dropped["ferplus_unknown_or_nf"] = with_image & unknown_or_nf
+        keep = with_image & ~unknown_or_nf
+        hard = v[:, :8].argmax(axis=1).astype(np.int64)
     emo = v[:, :8].astype(np.float64)
     total = emo.sum(axis=1, keepdims=True)
     soft = np.divide(emo, total, out=np.zeros_like(emo), where=total > 0).astype(np.float32)
-    hard = emo.argmax(axis=1).astype(np.int64)
     return keep, hard, soft, dropped

@@ -86,7 +86,9 @@ class FolderDataModule(CachedDataModule):
         self.face_detector = face_detector
         self.face_detector_model = face_detector_model
         self.face_score_threshold = float(face_score_threshold)
-        make_detector(face_detector, face_detector_model, self.face_score_threshold)  # validate
+        detector = make_detector(face_detector, face_detector_model, self.face_score_threshold)
+        model_file = getattr(detector, "model", None)  # the file actually read (haar: bundled)
+        self.detector_file = Path(model_file) if model_file else None
 
     def _va_path(self, va_csv: str | None) -> Path | None:
         if not va_csv:
@@ -165,11 +167,17 @@ class FolderDataModule(CachedDataModule):
                 ids.append(
                     {"path": it.rel, "split": split, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
                 )
-        if self.va_csv is not None:
-            st = self.va_csv.stat()
-            ids.append(
-                {"path": str(self.va_csv.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-            )
+        # the face crops depend on the detector's model file and the OpenCV that runs it
+        for path in (self.va_csv, self.detector_file):
+            if path is not None:
+                st = path.stat()
+                ids.append(
+                    {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+                )
+        if self.detector_file is not None:
+            import cv2
+
+            ids.append({"opencv": cv2.__version__})
         return ids
 
     def cache_params(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from torchmetrics import MaxMetric, MinMetric
 
 from fersuite.losses.affect import AffectLoss
 from fersuite.metrics.affect import AffectMetrics
+from fersuite.modules.optim import weight_decay_param_groups
 from fersuite.monitoring import monitor_direction
 from fersuite.types import AffectOutput
 
@@ -151,8 +152,8 @@ class AffectModule(L.LightningModule):
             checkpoint["fersuite"] = self.checkpoint_meta
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=params)
+        # No weight decay on norms, biases and embeddings (see fersuite.modules.optim).
+        optimizer = self.optimizer_factory(params=weight_decay_param_groups(self))
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
