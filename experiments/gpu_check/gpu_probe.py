@@ -2,9 +2,11 @@
 
 It writes one JSON file at the end of ``fit`` (rank 0): training steps and images per second
 over the steps after ``skip_steps`` (compilation, cuDNN autotuning and allocator warm-up
-excluded; validation excluded; the device is synchronised at each clock read), whether every
-training loss was finite (checked on the device, read once at the end), the last loss, the peak
-CUDA memory of rank 0 and the precision plugin's gradient-scaler scale (fp16 only).
+excluded). The clock runs from the first timed step of an epoch to the end of its last training
+step (data loading between steps included; validation, which Lightning runs before
+``on_train_epoch_end``, excluded); the device is synchronised only at those two points.
+Also: whether every training loss was finite (checked on the device, read once at the end),
+the last loss, the peak CUDA memory of rank 0 and the gradient scaler's scale (fp16 only).
 """
 
 from __future__ import annotations
@@ -61,8 +63,13 @@ class GpuProbe(L.Callback):
             self.timed_steps += 1
             images = batch["image"] if isinstance(batch, dict) else batch[0]
             self.timed_images += int(images.shape[0]) * trainer.world_size
+            if batch_idx + 1 >= trainer.num_training_batches:  # the epoch's last step
+                self._stop_clock()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_clock()  # in case the last step was not recognised
+
+    def _stop_clock(self) -> None:
         if self._t0 is not None:
             _sync()
             self.elapsed += time.perf_counter() - self._t0

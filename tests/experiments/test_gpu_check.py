@@ -154,3 +154,34 @@ def test_jobs_beyond_the_time_budget_are_skipped(gc: ModuleType, tmp_path: Path)
     assert ran == ["mit_fer-bf16", "mit_fer-fp16"]
     assert rows[0].status == "FAILED (exit 1: RuntimeError: runner broke)"
     assert rows[2].status.startswith("SKIPPED (time budget")
+
+
+def test_probe_times_training_steps_and_checks_losses(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    monkeypatch.syspath_prepend(str(GPU_CHECK))
+    from types import SimpleNamespace
+
+    from gpu_probe import GpuProbe
+
+    probe = GpuProbe(str(tmp_path / "probe.json"), skip_steps=2)
+    trainer = SimpleNamespace(
+        world_size=2,
+        num_training_batches=5,
+        is_global_zero=True,
+        precision="bf16-mixed",
+        precision_plugin=SimpleNamespace(scaler=None),
+    )
+    batch = {"image": torch.zeros(4, 3, 8, 8)}
+    for epoch_losses in ([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, float("inf"), 1.0, 1.0, 0.5]):
+        for i, loss in enumerate(epoch_losses):
+            probe.on_train_batch_start(trainer, None, batch, i)  # type: ignore[arg-type]
+            out = {"loss": torch.tensor(loss)}
+            probe.on_train_batch_end(trainer, None, out, batch, i)  # type: ignore[arg-type]
+        assert probe._t0 is None  # stopped at the last step, before validation
+        probe.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+    probe.on_fit_end(trainer, None)  # type: ignore[arg-type]
+    record = json.loads((tmp_path / "probe.json").read_text())
+    assert record["steps"] == 10 and record["timed_steps"] == 8  # the first 2 skipped
+    assert record["images_per_s"] == pytest.approx(8 * 4 * 2 / record["seconds"])
+    assert record["loss_finite"] is False and record["last_loss"] == 0.5
