@@ -155,11 +155,18 @@ class EfficiencyCallback(L.Callback):
                 int(batch["image"].shape[0]) if isinstance(batch, dict) else len(batch[0])
             )
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Validation time is excluded: the clock stops at the end of each training epoch.
+    def _stop_clock(self) -> None:
         if self._t0 is not None:
             self._elapsed += time.perf_counter() - self._t0
             self._t0 = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning validates (and checkpoints) before on_train_epoch_end: stop the clock here;
+        # the next training batch restarts it (mid-epoch validation included).
+        self._stop_clock()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_clock()
         if self._elapsed > 0 and self._images > 0:
             ips = self._images * trainer.world_size / self._elapsed
             self._log(trainer, {"efficiency/train_ips": ips})
