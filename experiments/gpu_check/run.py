@@ -127,6 +127,7 @@ def train_overrides(job: str, out: Path, steps: int, cpu: bool = False) -> list[
         "logger=none",
         "~callbacks.efficiency",  # latency is the profile job's figure
         "~callbacks.progress_bar",
+        "++trainer.enable_progress_bar=false",
         "~callbacks.reports",
         "+callbacks.gpu_probe._target_=gpu_probe.GpuProbe",
         f"+callbacks.gpu_probe.path={out / job / 'probe.json'}",
