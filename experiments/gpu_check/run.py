@@ -17,9 +17,11 @@ See README.md in this directory for the jobs and the table's columns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -222,19 +224,20 @@ def run_subprocess(job: Job, env: dict[str, str]) -> Outcome:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(exe), *job.overrides],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: DDP ranks, loader workers
+        )
         try:
-            res = subprocess.run(
-                [str(exe), *job.overrides],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                timeout=job.timeout_s,
-                check=False,
-                start_new_session=True,  # a timeout kills DDP children too
-            )
-            code, timed_out = res.returncode, False
+            code, timed_out = proc.wait(timeout=job.timeout_s), False
         except subprocess.TimeoutExpired:
             code, timed_out = None, True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the job's whole group, nothing else
+            proc.wait()
     seconds = time.perf_counter() - start
     tail = log_path.read_text(errors="replace")[-4000:] if log_path.is_file() else ""
     return Outcome(code, seconds, timed_out, tail)

@@ -185,3 +185,14 @@ def test_probe_times_training_steps_and_checks_losses(tmp_path: Path, monkeypatc
     assert record["steps"] == 10 and record["timed_steps"] == 8  # the first 2 skipped
     assert record["images_per_s"] == pytest.approx(8 * 4 * 2 / record["seconds"])
     assert record["loss_finite"] is False and record["last_loss"] == 0.5
+
+
+def test_a_job_past_its_timeout_is_killed_with_its_children(gc: ModuleType, tmp_path: Path) -> None:
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
+        "'import time; time.sleep(60)']); print('started', flush=True); time.sleep(60)"  # fmt: skip
+    job = gc.Job("sleeper", "python", ["-c", code], 3.0, tmp_path / "sleeper")
+    outcome = gc.run_subprocess(job, dict(run_env(tmp_path)))
+    assert outcome.timed_out and outcome.returncode is None
+    assert outcome.seconds < 30 and "started" in outcome.log_tail
+    row = gc.build_row(job, outcome)
+    assert row.status == "FAILED (timeout after 3 s)"
