@@ -188,8 +188,10 @@ def test_probe_times_training_steps_and_checks_losses(tmp_path: Path, monkeypatc
 
 
 def test_a_job_past_its_timeout_is_killed_with_its_children(gc: ModuleType, tmp_path: Path) -> None:
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
-        "'import time; time.sleep(60)']); print('started', flush=True); time.sleep(60)"  # fmt: skip
+    code = (
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(60)']); print('started', flush=True); time.sleep(60)"
+    )
     job = gc.Job("sleeper", "python", ["-c", code], 3.0, tmp_path / "sleeper")
     outcome = gc.run_subprocess(job, dict(run_env(tmp_path)))
     assert outcome.timed_out and outcome.returncode is None
