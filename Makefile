@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-all lint format sweep clean
+.PHONY: install train test test-all lint format sweep gpu-check clean
 
 # The venv is (re)built when pyproject.toml or the lock file changes.
 $(STAMP): pyproject.toml requirements-lock.txt
@@ -35,6 +35,10 @@ format: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/fersuite-train --multirun data=synthetic model=mit_fer,lightweight_cnn,timm loss=ce,ce_va \
 		trainer.max_epochs=2 data.train_size=1000 data.val_size=300 data.test_size=300 $(ARGS)
+
+# The GPU paths (bf16/fp16, distillation, compile, DDP, CUDA profiling) in < 8 min; no CUDA: exit 0.
+gpu-check: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python experiments/gpu_check/run.py $(ARGS)
 
 clean:
 	rm -rf logs outputs multirun wandb .pytest_cache .ruff_cache

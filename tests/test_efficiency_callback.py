@@ -35,3 +35,28 @@ def test_macs_of_mobilenetv2_match_published_figure() -> None:
     assert rec.logged["efficiency/latency_ms_b1_p90"] >= rec.logged["efficiency/latency_ms_b1"]
     assert rec.logged["efficiency/throughput_ips"] > 0
     assert net.training  # profiling restored the mode it found
+
+
+def test_train_ips_excludes_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning validates (and checkpoints) before ``on_train_epoch_end``: not training time."""
+    import fersuite.callbacks.efficiency as eff
+
+    now = [0.0]
+    monkeypatch.setattr(eff.time, "perf_counter", lambda: now[0])
+    rec = _Recorder()
+    trainer = SimpleNamespace(loggers=[rec], global_step=0, world_size=1)
+    cb = EfficiencyCallback(warmup_batches=1)
+    batch = {"image": torch.zeros(8, 1, 4, 4)}
+    for epoch in range(2):
+        cb.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
+        for i in range(3):  # 1 s per training step
+            cb.on_train_batch_start(trainer, None, batch, i)  # type: ignore[arg-type]
+            now[0] += 1.0
+            cb.on_train_batch_end(trainer, None, None, batch, i)  # type: ignore[arg-type]
+        cb.on_validation_start(trainer, None)  # type: ignore[arg-type]
+        now[0] += 100.0  # a slow validation + checkpoint
+        cb.on_validation_end(trainer, None)  # type: ignore[arg-type]
+        cb.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+        del epoch
+    # 5 timed steps (the first of the run is warm-up) of 8 images in 5 s
+    assert rec.logged["efficiency/train_ips"] == pytest.approx(8.0)

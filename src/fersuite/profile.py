@@ -22,8 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +37,12 @@ from fersuite.apps import run_app, task_wrapper
 from fersuite.callbacks.efficiency import model_input_shape
 from fersuite.config import CONFIG_DIR, ConfigError, settings_keys, validate_config
 from fersuite.profiling import (
+    LATENCY_PROTOCOL,
+    LatencyProtocol,
     count_macs,
     count_params,
     format_macs,
-    measure_latency,
-    measure_throughput,
+    measure_speed,
 )
 from fersuite.reporting.sweep import PROFILE_COLUMNS, model_label
 from fersuite.reporting.tables import write_csv
@@ -69,12 +69,12 @@ class ProfileSettings:
     name: str | None = None
     num_classes: int = 8
     device: str = "auto"
-    threads: int = 1
-    latency_runs: int = 50
-    latency_warmup: int = 10
-    batch_size: int = 64
-    throughput_runs: int = 5
-    throughput_warmup: int = 2
+    threads: int = LATENCY_PROTOCOL.threads
+    latency_runs: int = LATENCY_PROTOCOL.runs
+    latency_warmup: int = LATENCY_PROTOCOL.warmup
+    batch_size: int = LATENCY_PROTOCOL.batch_size
+    throughput_runs: int = LATENCY_PROTOCOL.throughput_runs
+    throughput_warmup: int = LATENCY_PROTOCOL.throughput_warmup
     activations: bool = True
 
     def __post_init__(self) -> None:
@@ -101,41 +101,26 @@ class ProfileSettings:
         return cls(**raw)
 
     def devices(self) -> list[str]:
+        """Where to time; the first is the record's main figure (``auto``: the CPU)."""
         if self.device == "auto":
-            return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+            primary = LATENCY_PROTOCOL.device
+            return [primary, "cuda"] if torch.cuda.is_available() else [primary]
         return [self.device]
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _timings(
     net: nn.Module, shape: tuple[int, int, int], device: str, s: ProfileSettings
 ) -> dict[str, Any]:
-    lat = measure_latency(
-        net,
-        (1, *shape),
+    protocol = LatencyProtocol(
         device=device,
+        threads=s.threads,
         warmup=s.latency_warmup,
         runs=s.latency_runs,
-        threads=s.threads,
+        batch_size=s.batch_size,
+        throughput_warmup=s.throughput_warmup,
+        throughput_runs=s.throughput_runs,
     )
-    with _threads(s.threads):
-        thr = measure_throughput(
-            net,
-            shape,
-            batch_size=s.batch_size,
-            device=device,
-            warmup=s.throughput_warmup,
-            runs=s.throughput_runs,
-        )
+    lat, thr = measure_speed(net, shape, protocol)
     return {
         "latency_ms_b1_median": lat.median_ms,
         "latency_ms_b1_p90": lat.p90_ms,

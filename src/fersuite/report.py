@@ -72,7 +72,7 @@ def print_report(report: Any, console: Any = None) -> None:
             num(job.value("arousal_ccc"), ".3f"),
             "-" if params is None else f"{params / 1e6:.2f} M",
             "-" if macs is None else format_macs(macs),
-            "-" if lat is None else f"{lat:.2f} ms",
+            "-" if lat is None else f"{lat:.2f} ms ({job.latency_label()})",
         )
     console.print(table)
     for job in report.failed:

@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 import lightning.pytorch as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from fersuite.apps import run_app, task_wrapper
 from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
@@ -43,6 +43,21 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
         log.debug("callback %s", name)
         callbacks.append(instantiate(cb_cfg))
     return callbacks
+
+
+def build_plugins(cfg: DictConfig) -> list[Any]:
+    """``trainer.plugins`` (e.g. a MixedPrecision plugin) plus the atomic checkpoint writer.
+
+    The atomic writer is added unless the user's plugins bring their own ``CheckpointIO``.
+    """
+    from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+
+    raw = cfg.trainer.get("plugins") or []
+    items = list(raw) if isinstance(raw, ListConfig | list) else [raw]
+    user = [instantiate(p) if isinstance(p, DictConfig) and "_target_" in p else p for p in items]
+    if not any(isinstance(p, CheckpointIO) for p in user):
+        user.append(AtomicCheckpointIO())
+    return user
 
 
 def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list[Any]:
@@ -167,9 +182,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg, wandb_id=read_wandb_id(out_dir) if ckpt_path else None)
     remember_wandb_id(loggers, out_dir)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
-    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=build_plugins(cfg)
     )
 
     if trainer.is_global_zero:

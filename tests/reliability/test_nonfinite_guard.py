@@ -151,3 +151,114 @@ def test_bad_guard_settings_are_refused() -> None:
         NonFiniteGuard(on_nonfinite="ignore")
     with pytest.raises(ValueError, match=r"trainer_guard\.max_skips=-2"):
         NonFiniteGuard(max_skips=-2)
+
+
+# -- mixed precision (issue 12, defect 1) ------------------------------------------------------
+
+#: fp16 + GradScaler on the CPU, exactly as the issue reproduces it: the first steps overflow.
+FP16_CPU = [
+    "trainer.precision=null",
+    "+trainer.plugins=[{_target_:lightning.pytorch.plugins.precision.MixedPrecision,"
+    "precision:16-mixed,device:cpu,scaler:{_target_:torch.amp.GradScaler,device:cpu,"
+    "init_scale:16777216.0}}]",
+]
+
+
+class ScaleProbe(L.Callback):
+    """Records the precision plugin, its scaler's scale and the checkpoint IO at fit end."""
+
+    found: dict[str, Any] = {}  # noqa: RUF012 - shared with the test on purpose
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        plugin = trainer.precision_plugin
+        scaler = getattr(plugin, "scaler", None)
+        type(self).found.update(
+            plugin=type(plugin).__name__,
+            scale=scaler.get_scale() if scaler is not None else None,
+            checkpoint_io=type(trainer.strategy.checkpoint_io).__name__,
+        )
+
+
+def test_fp16_overflow_steps_are_left_to_the_grad_scaler(
+    cfg_factory, monkeypatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from fersuite.train import train
+
+    monkeypatch.setattr(ScaleProbe, "found", {})
+    probe = [f"+callbacks.scale_probe._target_={__name__}.ScaleProbe"]
+    metrics = train(_job(cfg_factory([*FAST, *FP16_CPU, *probe])))
+    assert ScaleProbe.found["plugin"] == "MixedPrecision"
+    assert ScaleProbe.found["scale"] < 16777216.0  # the scaler backed off on its overflows
+    # user plugins do not drop the atomic checkpoint writer
+    assert ScaleProbe.found["checkpoint_io"] == "AtomicCheckpointIO"
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["guard/amp_overflow_steps"] >= 1
+    assert saved["guard/amp_overflow_steps"] == metrics["guard/amp_overflow_steps"]
+    assert saved["guard/skipped_steps"] == 0.0
+    _ckpts_finite(tmp_path / "run")
+
+
+def test_fp16_nonfinite_loss_still_stops(cfg_factory, poison, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from fersuite.train import train
+
+    monkeypatch.setattr(poison, "steps", (2,))
+    expected = r"non-finite loss term\(s\) loss_valence\b.* at step 2 "
+    with pytest.raises(NonFiniteError, match=expected):
+        train(_job(cfg_factory([*FAST, *FP16_CPU])))
+
+
+def test_fp32_nonfinite_gradient_still_stops() -> None:
+    """Without a grad scaler an inf gradient (finite loss) is a failure, not an overflow."""
+    net = torch.nn.Linear(3, 2)
+    net(torch.ones(1, 3)).sum().backward()
+    assert net.weight.grad is not None
+    net.weight.grad[0, 0] = float("inf")
+    trainer = SimpleNamespace(global_step=3, current_epoch=0, precision_plugin=object())
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient\(s\) of weight at step 3"):
+        NonFiniteGuard().on_before_optimizer_step(trainer, net, None)  # type: ignore[arg-type]
+
+
+def test_one_host_sync_per_step() -> None:
+    """The whole check (every loss term and gradient) reads one value back from the device."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountReads(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func is torch.ops.aten._local_scalar_dense.default:
+                type(self).reads += 1
+            return func(*args, **(kwargs or {}))
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    net(torch.ones(1, 3)).sum().backward()
+    net.last_loss_terms = {  # type: ignore[assignment]
+        "loss_ce": torch.tensor(1.0),
+        "loss_valence": torch.tensor(0.5),
+        "loss_arousal": torch.tensor(0.25),
+    }
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, precision_plugin=object())
+    with CountReads():
+        NonFiniteGuard().on_before_optimizer_step(trainer, net, None)  # type: ignore[arg-type]
+    assert CountReads.reads == 1
+
+
+def test_user_plugins_keep_the_atomic_checkpoint_writer() -> None:
+    from omegaconf import OmegaConf
+
+    from fersuite.train import build_plugins
+
+    amp = {
+        "_target_": "lightning.pytorch.plugins.precision.MixedPrecision",
+        "precision": "bf16-mixed",
+        "device": "cpu",
+    }
+    plugins = build_plugins(OmegaConf.create({"trainer": {"plugins": [amp]}}))
+    assert [type(p).__name__ for p in plugins] == ["MixedPrecision", "AtomicCheckpointIO"]
+    assert [type(p).__name__ for p in build_plugins(OmegaConf.create({"trainer": {}}))] == [
+        "AtomicCheckpointIO"
+    ]
+    # a CheckpointIO of the user's own replaces it
+    own = {"_target_": "lightning.fabric.plugins.io.torch_io.TorchCheckpointIO"}
+    plugins = build_plugins(OmegaConf.create({"trainer": {"plugins": [amp, own]}}))
+    assert [type(p).__name__ for p in plugins] == ["MixedPrecision", "TorchCheckpointIO"]

@@ -255,3 +255,55 @@ def test_console_script(train_sweep: Path, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert "fersuite sweep report" in res.stdout and "failed" in res.stdout
     assert (train_sweep / "report.csv").is_file()
+
+
+def _timed(acc: float, device: str, threads: float, latency: float) -> dict[str, Any]:
+    return {
+        **_metrics(acc, 3e8),
+        "efficiency/latency_ms_b1": latency,
+        "efficiency/latency_device": device,
+        "efficiency/latency_threads": threads,
+    }
+
+
+def test_latency_device_and_threads_are_reported_and_never_mixed(tmp_path: Path) -> None:
+    timm = {"arch": "timm", "name": "mobilenetv2_100"}
+    same = tmp_path / "same"
+    _job(same, 0, ["seed=1"], timm, _timed(0.7, "cpu", 1.0, 9.9))
+    _job(same, 1, ["seed=2"], timm, _timed(0.6, "cpu", 1.0, 9.7))
+    write_sweep_report(same)
+    rows = _csv(same / "report.csv")
+    assert [(r["latency_device"], r["latency_threads"]) for r in rows] == [("cpu", "1")] * 2
+    md = (same / "report.md").read_text()
+    assert "latency b1 (ms, cpu, 1 thread)" in md and "not comparable" not in md
+
+    mixed = tmp_path / "mixed"
+    _job(mixed, 0, ["trainer=cpu"], timm, _timed(0.7, "cpu", 1.0, 9.9))
+    _job(mixed, 1, ["trainer=gpu"], timm, _timed(0.6, "cuda:0", 1.0, 1.2))
+    # a profile.json figure carries its own device and threads
+    profiled = {"name": "mobilenetv2_100", "latency_ms_b1_median": 13.5, "device": "cpu"}
+    _job(
+        mixed,
+        2,
+        ["trainer=ddp"],
+        timm,
+        _timed(0.6, "cuda:0", 1.0, 1.3),
+        profile=[{**profiled, "threads": 4}],
+    )
+    write_sweep_report(mixed)
+    rows = {r["job"]: r for r in _csv(mixed / "report.csv")}
+    assert (rows["1"]["latency_device"], float(rows["1"]["latency_ms_b1"])) == ("cuda:0", 1.2)
+    assert (rows["2"]["latency_device"], rows["2"]["latency_threads"]) == ("cpu", "4")
+    assert float(rows["2"]["latency_ms_b1"]) == pytest.approx(13.5)
+    md = (mixed / "report.md").read_text()
+    # one latency column per (device, threads): a CPU and a GPU figure never share a column
+    header = next(line for line in md.splitlines() if line.startswith("| job"))
+    for col in ("cpu, 1 thread", "cuda:0, 1 thread", "cpu, 4 threads"):
+        assert f"latency b1 (ms, {col})" in header
+    assert "not comparable" in md
+    table = [line for line in md.splitlines() if line.startswith("| 1 ")]
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    by_col = dict(zip(names, cells, strict=True))
+    assert by_col["latency b1 (ms, cuda:0, 1 thread)"] == "1.20"
+    assert by_col["latency b1 (ms, cpu, 1 thread)"] == "-"

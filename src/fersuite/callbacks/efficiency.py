@@ -11,9 +11,25 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from fersuite.profiling import count_macs, count_params, measure_latency, measure_throughput
+from fersuite.config import ConfigError
+from fersuite.profiling import (
+    LATENCY_PROTOCOL,
+    LatencyProtocol,
+    LatencyStats,
+    count_macs,
+    count_params,
+    measure_speed,
+)
 
 log = logging.getLogger(__name__)
+
+
+def latency_context(lat: LatencyStats) -> dict[str, Any]:
+    """Where and how a latency was measured: the keys written beside every latency figure."""
+    return {
+        "efficiency/latency_device": lat.device,
+        "efficiency/latency_threads": float(lat.threads),
+    }
 
 
 def model_input_shape(
@@ -35,27 +51,46 @@ class EfficiencyCallback(L.Callback):
       attention handlers; still-skipped ops are listed);
     * during training: images/s over whole epochs (data loading included), first
       ``warmup_batches`` batches of the run excluded;
-    * fit end: batch-1 latency (median/p90 after warm-up) and throughput at ``throughput_batch``.
+    * fit end: batch-1 latency (median/p90 after warm-up) and throughput at ``throughput_batch``,
+      measured as ``fersuite-profile`` measures them (:data:`fersuite.profiling.LATENCY_PROTOCOL`:
+      by default on the CPU with one intra-op thread, wherever the model trained); the device
+      and thread count are recorded as ``efficiency/latency_device`` / ``_threads``.
 
     Figures are logged under ``efficiency/`` and kept in :attr:`results`.
     """
 
     def __init__(
         self,
-        latency_runs: int = 50,
-        latency_warmup: int = 10,
-        throughput_batch: int = 64,
-        throughput_runs: int = 5,
+        latency_runs: int = LATENCY_PROTOCOL.runs,
+        latency_warmup: int = LATENCY_PROTOCOL.warmup,
+        throughput_batch: int = LATENCY_PROTOCOL.batch_size,
+        throughput_runs: int = LATENCY_PROTOCOL.throughput_runs,
         warmup_batches: int = 3,
-        threads: int | None = None,
+        threads: int = LATENCY_PROTOCOL.threads,
+        device: str = LATENCY_PROTOCOL.device,
+        throughput_warmup: int = LATENCY_PROTOCOL.throughput_warmup,
     ) -> None:
         super().__init__()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"callbacks.efficiency.threads={threads!r}; expected an integer >= 1")
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(
+                f"callbacks.efficiency.device={device!r}; expected cpu, cuda or cuda:<index>"
+            ) from exc
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"callbacks.efficiency.device={device!r} but no CUDA device is available"
+            )
         self.latency_runs = latency_runs
         self.latency_warmup = latency_warmup
         self.throughput_batch = throughput_batch
         self.throughput_runs = throughput_runs
+        self.throughput_warmup = throughput_warmup
         self.warmup_batches = warmup_batches
         self.threads = threads
+        self.device = str(device)
         self.results: dict[str, Any] = {}
         self._seen_batches = 0
         self._images = 0
@@ -120,11 +155,18 @@ class EfficiencyCallback(L.Callback):
                 int(batch["image"].shape[0]) if isinstance(batch, dict) else len(batch[0])
             )
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Validation time is excluded: the clock stops at the end of each training epoch.
+    def _stop_clock(self) -> None:
         if self._t0 is not None:
             self._elapsed += time.perf_counter() - self._t0
             self._t0 = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning validates (and checkpoints) before on_train_epoch_end: stop the clock here;
+        # the next training batch restarts it (mid-epoch validation included).
+        self._stop_clock()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_clock()
         if self._elapsed > 0 and self._images > 0:
             ips = self._images * trainer.world_size / self._elapsed
             self._log(trainer, {"efficiency/train_ips": ips})
@@ -136,29 +178,23 @@ class EfficiencyCallback(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = self._net(pl_module)
         shape = model_input_shape(net)
-        device = pl_module.device
-        lat = measure_latency(
-            net,
-            (1, *shape),
-            device=device,
+        protocol = LatencyProtocol(
+            device=self.device,
+            threads=self.threads,
             warmup=self.latency_warmup,
             runs=self.latency_runs,
-            threads=self.threads,
-        )
-        thr = measure_throughput(
-            net,
-            (self.throughput_batch, *shape),
             batch_size=self.throughput_batch,
-            device=device,
-            runs=self.throughput_runs,
+            throughput_warmup=self.throughput_warmup,
+            throughput_runs=self.throughput_runs,
         )
-        self.results["efficiency/device"] = str(device)
+        lat, thr = measure_speed(net, shape, protocol)
+        self.results.update(latency_context(lat))
         self._log(
             trainer,
             {
                 "efficiency/latency_ms_b1": lat.median_ms,
                 "efficiency/latency_ms_b1_p90": lat.p90_ms,
-                "efficiency/threads": float(lat.threads),
+                "efficiency/latency_threads": float(lat.threads),
                 "efficiency/throughput_ips": thr.images_per_s,
             },
         )

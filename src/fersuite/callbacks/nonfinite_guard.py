@@ -6,6 +6,13 @@ updates the weights, so a non-finite step never reaches the weights. The message
 global step, the batch's dataset indices (``batch["index"]``) and the loss terms that went
 non-finite (``loss_ce``, ``loss_valence``, ``loss_arousal``, ... as stashed by the module in
 ``last_loss_terms``). Checkpoints are never written with non-finite weights.
+
+Mixed precision: with a gradient scaler (fp16, ``16-mixed``) Lightning unscales the gradients
+before this check, and the scaler itself skips a step whose gradients overflowed (and lowers its
+scale). Such steps are the scaler's normal operation, not failures: they are left to it and
+counted as ``guard/amp_overflow_steps``. A non-finite *loss* is caught in every precision;
+non-finite gradients are failures when no enabled scaler is in use (``32-true``, ``bf16-mixed``).
+The whole check reads one value back from the device per step.
 """
 
 from __future__ import annotations
@@ -25,27 +32,46 @@ class NonFiniteError(RuntimeError):
     """Training met a non-finite loss, gradient or weight."""
 
 
+def _finite(value: Any) -> torch.Tensor | None:
+    """A 0-dim bool tensor (on the value's device): all of ``value`` is finite; None: no floats."""
+    v = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    return torch.isfinite(v).all() if v.is_floating_point() else None
+
+
+def _stacked(flags: list[torch.Tensor]) -> torch.Tensor:
+    """The flags in one tensor, on an accelerator if any flag lives there (no host reads)."""
+    device = next((f.device for f in flags if f.device.type != "cpu"), torch.device("cpu"))
+    return torch.stack([f.to(device) for f in flags])
+
+
+def _bad_names(names: list[str], flags: list[torch.Tensor]) -> list[str]:
+    """The names whose flag is False (one host read for all of them)."""
+    if not flags:
+        return []
+    ok = _stacked(flags).tolist()
+    return [name for name, good in zip(names, ok, strict=True) if not good]
+
+
 def nonfinite_terms(terms: dict[str, Any] | None) -> list[str]:
     """Names of the loss terms whose value is NaN or infinite."""
-    bad = []
-    for name, value in (terms or {}).items():
-        v = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            bad.append(name)
-    return bad
+    checked = [(name, _finite(value)) for name, value in (terms or {}).items()]
+    pairs = [(name, flag) for name, flag in checked if flag is not None]
+    return _bad_names([n for n, _ in pairs], [f for _, f in pairs])
 
 
 def nonfinite_grads(module: torch.nn.Module, limit: int = 5) -> list[str]:
     """Names of (up to ``limit``) parameters whose gradient holds NaN or inf."""
     grads = [(name, p.grad) for name, p in module.named_parameters() if p.grad is not None]
-    if not grads:
-        return []
-    # One host-device sync per step (not one per parameter): names are looked up only on failure.
-    finite = torch.stack([torch.isfinite(g).all().to(grads[0][1].device) for _, g in grads])
-    if bool(finite.all()):
-        return []
-    flags = finite.tolist()
-    return [name for (name, _), ok in zip(grads, flags, strict=True) if not ok][:limit]
+    return _bad_names([n for n, _ in grads], [torch.isfinite(g).all() for _, g in grads])[:limit]
+
+
+def active_grad_scaler(trainer: Any) -> Any:
+    """The enabled ``GradScaler`` of the trainer's precision plugin, else None."""
+    scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+    if scaler is None:
+        return None
+    enabled = getattr(scaler, "is_enabled", None)
+    return scaler if enabled is None or enabled() else None
 
 
 def _describe_indices(batch: Any, limit: int = 16) -> str:
@@ -70,6 +96,7 @@ class NonFiniteGuard(L.Callback):
         self.on_nonfinite = on_nonfinite
         self.max_skips = int(max_skips)
         self.skipped = 0
+        self.amp_overflows = 0
         self._batch: Any = None
 
     @property
@@ -77,15 +104,19 @@ class NonFiniteGuard(L.Callback):
         return "fersuite.NonFiniteGuard"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"skipped": self.skipped}
+        return {"skipped": self.skipped, "amp_overflows": self.amp_overflows}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
+        self.amp_overflows = int(state_dict.get("amp_overflows", 0))
 
     @property
     def results(self) -> dict[str, float]:
         """Merged into ``metrics.json`` by ``fersuite-train``."""
-        return {"guard/skipped_steps": float(self.skipped)}
+        return {
+            "guard/skipped_steps": float(self.skipped),
+            "guard/amp_overflow_steps": float(self.amp_overflows),
+        }
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -95,11 +126,24 @@ class NonFiniteGuard(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        terms = getattr(pl_module, "last_loss_terms", None)
-        bad_terms = nonfinite_terms(terms)
-        bad_grads = [] if bad_terms else nonfinite_grads(pl_module)
-        if not bad_terms and not bad_grads:
+        terms = {
+            name: flag
+            for name, value in (getattr(pl_module, "last_loss_terms", None) or {}).items()
+            if (flag := _finite(value)) is not None
+        }
+        grads = [(n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
+        flags = [*terms.values(), *(torch.isfinite(g).all() for _, g in grads)]
+        if not flags:
             return
+        # The one host-device sync of the step; names are looked up only when something is off.
+        if bool(_stacked(flags).all()):
+            return
+        bad_terms = _bad_names(list(terms), list(terms.values()))
+        if not bad_terms and active_grad_scaler(trainer) is not None:
+            # A gradient overflow under fp16: the scaler skips this step and lowers its scale.
+            self.amp_overflows += 1
+            return
+        bad_grads = [] if bad_terms else _bad_names([n for n, _ in grads], flags[len(terms) :])[:5]
         what = (
             f"loss term(s) {', '.join(bad_terms)}"
             if bad_terms

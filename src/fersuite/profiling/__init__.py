@@ -10,14 +10,19 @@ from fersuite.profiling.macs import (
     unwrap_compiled,
 )
 from fersuite.profiling.timing import (
+    LATENCY_PROTOCOL,
+    LatencyProtocol,
     LatencyStats,
     ThroughputStats,
     measure_latency,
+    measure_speed,
     measure_throughput,
 )
 
 __all__ = [
     "EXTRA_MAC_HANDLES",
+    "LATENCY_PROTOCOL",
+    "LatencyProtocol",
     "LatencyStats",
     "MacsReport",
     "ParamCount",
@@ -26,6 +31,7 @@ __all__ = [
     "count_params",
     "format_macs",
     "measure_latency",
+    "measure_speed",
     "measure_throughput",
     "unwrap_compiled",
 ]

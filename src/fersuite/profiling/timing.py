@@ -7,6 +7,13 @@ by ``torch.compile`` is timed as compiled (warm-up calls absorb compilation).
 
 Timings use ``time.perf_counter``; on CUDA the device is synchronised before and after every
 timed region so that asynchronous kernel launches are not mistaken for completed work.
+
+:data:`LATENCY_PROTOCOL` is fersuite's one definition of a latency figure, shared by the training
+callback (``callbacks.efficiency``) and ``fersuite-profile``: batch-1 latency on the CPU with one
+intra-op thread (reproducible, and comparable across machines with different core counts),
+median of 50 timed calls after 10 warm-up calls; throughput at batch 64 on the same device and
+threads. :func:`measure_speed` measures both that way; the device and thread count are reported
+with every figure.
 """
 
 from __future__ import annotations
@@ -28,7 +35,32 @@ from torch import Tensor, nn
 
 from fersuite.profiling.macs import eval_mode, model_device_dtype
 
-__all__ = ["LatencyStats", "ThroughputStats", "measure_latency", "measure_throughput"]
+__all__ = [
+    "LATENCY_PROTOCOL",
+    "LatencyProtocol",
+    "LatencyStats",
+    "ThroughputStats",
+    "measure_latency",
+    "measure_speed",
+    "measure_throughput",
+]
+
+
+@dataclass(frozen=True)
+class LatencyProtocol:
+    """How a latency / throughput figure is measured (see the module doc for the defaults)."""
+
+    device: str = "cpu"
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 50
+    batch_size: int = 64
+    throughput_warmup: int = 2
+    throughput_runs: int = 5
+
+
+#: The defaults of ``callbacks.efficiency`` and ``profile.*`` (checked by the tests).
+LATENCY_PROTOCOL = LatencyProtocol()
 
 
 @dataclass(frozen=True)
@@ -269,3 +301,32 @@ def measure_throughput(
         memory_source=source,
         device=str(dev),
     )
+
+
+def measure_speed(
+    model: nn.Module, sample_shape: Sequence[int], protocol: LatencyProtocol = LATENCY_PROTOCOL
+) -> tuple[LatencyStats, ThroughputStats]:
+    """Batch-1 latency and throughput of ``model`` as ``protocol`` says, at one thread count.
+
+    ``sample_shape`` is the per-sample shape ``(C, H, W)``. Both figures run on
+    ``protocol.device`` with ``protocol.threads`` intra-op threads (restored afterwards).
+    """
+    shape = tuple(sample_shape)
+    with _num_threads(protocol.threads):
+        lat = measure_latency(
+            model,
+            (1, *shape),
+            device=protocol.device,
+            warmup=protocol.warmup,
+            runs=protocol.runs,
+            threads=protocol.threads,
+        )
+        thr = measure_throughput(
+            model,
+            shape,
+            batch_size=protocol.batch_size,
+            device=protocol.device,
+            warmup=protocol.throughput_warmup,
+            runs=protocol.throughput_runs,
+        )
+    return lat, thr

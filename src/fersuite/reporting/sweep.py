@@ -6,7 +6,10 @@ a ``fersuite-profile`` job (``task_name: profile``) when it wrote ``profile.json
 job dir is reported as *failed* (with the reason), never dropped.
 
 Efficiency columns come from the job's ``profile.json`` when present (a controlled measurement
-at a fixed thread count), else from the ``efficiency/*`` figures of its ``metrics.json``.
+at a fixed thread count), else from the ``efficiency/*`` figures of its ``metrics.json``. Every
+latency comes with the device and thread count it was measured at (``latency_device``,
+``latency_threads``); ``report.md`` gives each (device, threads) setting its own latency column,
+so a CPU and a GPU latency never share one.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "params",
     "macs",
     "latency_ms_b1",
+    "latency_device",
+    "latency_threads",
     "throughput_ips",
     "reason",
 )
@@ -112,6 +117,8 @@ class JobResult:
     overrides: list[str] = field(default_factory=list)
     model: str = "?"
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Text entries of ``metrics.json`` (e.g. ``efficiency/latency_device``).
+    text: dict[str, str] = field(default_factory=dict)
     profile: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
     #: Overrides shared by every job of the report (set by :func:`collect_sweep`); rows show
@@ -132,6 +139,23 @@ class JobResult:
             return float(self.metrics[metric_key])
         return None
 
+    def latency_setting(self) -> tuple[str | None, int | None]:
+        """(device, threads) of the job's latency figure, from the same file as the figure."""
+        record = self.profile[0] if self.profile else {}
+        if "latency_ms_b1_median" in record:
+            device, threads = record.get("device"), record.get("threads")
+        else:
+            device = self.text.get("efficiency/latency_device")
+            threads = self.metrics.get("efficiency/latency_threads")
+        return (
+            str(device) if device is not None else None,
+            int(threads) if isinstance(threads, int | float) else None,
+        )
+
+    def latency_label(self) -> str:
+        """``"cpu, 1 thread"``: where the latency figure was measured."""
+        return _setting_label(*self.latency_setting())
+
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "job": self.job,
@@ -142,6 +166,10 @@ class JobResult:
         }
         for column in _SOURCES:
             out[column] = self.value(column)
+        device, threads = (
+            self.latency_setting() if out["latency_ms_b1"] is not None else (None, None)
+        )
+        out["latency_device"], out["latency_threads"] = device, threads
         return out
 
 
@@ -254,6 +282,7 @@ def _read_job(job: Path, name: str) -> JobResult:
                 for k, v in data.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             }
+            result.text = {k: v for k, v in data.items() if isinstance(v, str)}
         else:
             problems.append(err or "metrics.json is not a JSON object")
     elif kind == "train":
@@ -371,6 +400,52 @@ def _pareto(jobs: Sequence[JobResult], metric: str, path: Path) -> tuple[Path | 
     return path, ""
 
 
+def _setting_label(device: str | None, threads: int | None) -> str:
+    if device is None and threads is None:
+        return "device not recorded"
+    where = device or "device not recorded"
+    if threads is None:
+        return where
+    return f"{where}, {threads} thread{'' if threads == 1 else 's'}"
+
+
+def _latency_columns(
+    rows: list[dict[str, Any]], columns: list[str]
+) -> tuple[list[str], dict[str, str], str]:
+    """Split ``latency_ms_b1`` into one column per (device, threads) setting of ``rows``.
+
+    Returns the new columns, their headers and a warning when settings differ (rows are
+    changed in place: each latency moves to its setting's column).
+    """
+    settings: list[str] = []
+    for r in rows:
+        if r.get("latency_ms_b1") is None:
+            continue
+        label = _setting_label(r.get("latency_device"), r.get("latency_threads"))
+        r["_latency_setting"] = label
+        if label not in settings:
+            settings.append(label)
+    columns = [c for c in columns if c not in ("latency_device", "latency_threads")]
+    if len(settings) <= 1:
+        header = "latency b1 (ms)"
+        if settings and settings[0] != "device not recorded":
+            header = f"latency b1 (ms, {settings[0]})"
+        return columns, {"latency_ms_b1": header}, ""
+    split = [f"latency_ms_b1@{label}" for label in settings]
+    for r in rows:
+        if "_latency_setting" in r:
+            r[f"latency_ms_b1@{r['_latency_setting']}"] = r["latency_ms_b1"]
+    at = columns.index("latency_ms_b1")
+    columns = [*columns[:at], *split, *columns[at + 1 :]]
+    headers = {f"latency_ms_b1@{label}": f"latency b1 (ms, {label})" for label in settings}
+    warning = (
+        "\n**Latencies were measured on different devices / thread counts** ("
+        + "; ".join(settings)
+        + "): they are not comparable across these columns.\n"
+    )
+    return columns, headers, warning
+
+
 def _markdown(
     title: str, jobs: Sequence[JobResult], pareto: Path | None, note: str, metric: str
 ) -> str:
@@ -380,12 +455,16 @@ def _markdown(
     has_quality = any(j.kind == "train" for j in ok)
     if not has_quality:  # a profile sweep: no accuracy columns
         columns = [c for c in columns if c not in ("acc", "f1_macro", "valence_ccc", "arousal_ccc")]
+    rows = [j.row() for j in ok]
+    columns, latency_headers, latency_warning = _latency_columns(rows, columns)
+    formats = {**_MD_FORMATS, **{c: _MD_FORMATS["latency_ms_b1"] for c in latency_headers}}
     common = [o for o in jobs[0].overrides if o in jobs[0].common] if jobs else []
     parts = [
         f"# {title}\n",
         f"{len(ok)} of {len(jobs)} jobs finished, {len(failed)} failed.\n",
         f"\nOverrides shared by every job: `{' '.join(common)}`\n\n" if common else "\n",
-        markdown_table([j.row() for j in ok], columns, _MD_HEADERS, _MD_FORMATS),
+        markdown_table(rows, columns, {**_MD_HEADERS, **latency_headers}, formats),
+        latency_warning,
     ]
     if failed:
         parts.append("\n## Failed jobs\n")

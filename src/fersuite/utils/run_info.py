@@ -48,8 +48,15 @@ def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
-def write_metrics(path: Path, values: Mapping[str, Any]) -> dict[str, float]:
-    metrics = scalar_metrics(values)
+#: Text figures kept in ``metrics.json`` beside the numbers (where a figure was measured).
+TEXT_METRICS = ("efficiency/latency_device",)
+
+
+def write_metrics(path: Path, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Finite scalars plus the :data:`TEXT_METRICS` labels, written as ``metrics.json``."""
+    metrics: dict[str, Any] = dict(scalar_metrics(values))
+    metrics.update({k: values[k] for k in TEXT_METRICS if isinstance(values.get(k), str)})
+    metrics = dict(sorted(metrics.items()))
     atomic_write_json(path, metrics)
     return metrics
 
@@ -86,7 +93,7 @@ def environment() -> dict[str, Any]:
 
 
 def print_summary(
-    metrics: Mapping[str, float], paths: Mapping[str, str], console: Console | None = None
+    metrics: Mapping[str, float | str], paths: Mapping[str, str], console: Console | None = None
 ) -> None:
     """One table: test metrics, efficiency figures and where the artefacts are."""
     console = console or make_console()
@@ -101,7 +108,11 @@ def print_summary(
     console.print(table)
 
 
-def _fmt(key: str, value: float) -> str:
+def _fmt(key: str, value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    if key == "efficiency/latency_threads":
+        return f"{value:.0f}"
     if key == "efficiency/macs":
         return f"{value / 1e6:,.2f} MMac"
     if key in ("efficiency/params", "efficiency/params_trainable"):
