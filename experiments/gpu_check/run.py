@@ -98,8 +98,8 @@ class Row:
         memory = "-" if self.peak_memory_mb is None else f"{self.peak_memory_mb:,.0f} MiB"
         return [
             self.job,
-            num(self.steps_per_s, ".1f"),
-            num(self.images_per_s, ",.0f"),
+            num(self.steps_per_s, ".2f" if (self.steps_per_s or 0) < 10 else ".1f"),
+            num(self.images_per_s, ",.1f" if (self.images_per_s or 0) < 100 else ",.0f"),
             finite,
             memory,
             f"{self.seconds:.0f}",
