@@ -87,3 +87,20 @@ def test_distill_keys_are_validated_with_a_suggestion(cfg_factory, tmp_path: Pat
     with pytest.raises(ConfigError, match=r"distill\.teacher_outputs='cahced'"):
         validate_config(cfg)
     validate_config(cfg_factory(["task=distill"]))
+
+
+def test_a_constructor_rejecting_its_config_is_a_user_error() -> None:
+    """Hydra wraps what a ``_target_``'s constructor raises; the user error below still
+    answers with one line and exit status 2 (e.g. callbacks.efficiency.threads=0)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from fersuite.errors import is_user_error, one_line
+
+    with pytest.raises(InstantiationException) as info:
+        instantiate({"_target_": "fersuite.callbacks.efficiency.EfficiencyCallback", "threads": 0})
+    assert is_user_error(info.value)
+    message = one_line(info.value)
+    assert "threads" in message and "\n" not in message
+    assert "Error in call to target" not in message
+    assert not is_user_error(InstantiationException("no cause"))

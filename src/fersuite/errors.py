@@ -58,12 +58,23 @@ def user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The error below Hydra's ``InstantiationException`` wrapping (a constructor that
+    rejected its config value raises a user error, which Hydra wraps)."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, user_errors())
+    return isinstance(_unwrapped(exc), user_errors())
 
 
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` (and of an OmegaConf cause Hydra wraps) on one line."""
+    exc = _unwrapped(exc)
     parts = [str(exc).strip()]
     cause = exc.__cause__
     if cause is not None and type(cause).__module__.startswith("omegaconf"):
