@@ -29,7 +29,8 @@ def test_ddp_two_epochs_reshuffle_and_split_the_data_between_ranks(tmp_path: Pat
             "trainer=ddp_cpu",
             "trainer.max_epochs=2",
             f"data.train_size={TRAIN}",
-            "data.val_size=32",
+            "data.val_size=16",
+            "+trainer.num_sanity_val_steps=0",
             "data.test_size=32",
             "data.batch_size=16",  # 48 samples per rank: 3 full batches, nothing dropped
             "data.num_workers=0",

@@ -48,6 +48,8 @@ CASES = {
     "epoch_end": ([], 4, 3),
     # last.ckpt every 2 steps: the step-4 one, one batch into epoch 1
     "mid_epoch": (["checkpoint.every_n_train_steps=2"], 5, 4),
+    # last.ckpt on the clock (after every batch with 1 ms): the step-5 one, right before the kill
+    "mid_epoch_timed": (["checkpoint.train_time_interval=0.001"], 5, 5),
 }
 
 
