@@ -133,10 +133,13 @@ class RNGStateCallback(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending_rng = state_dict.get("rng")
         self._pending_sampler = state_dict.get("sampler")
-        # Lightning loads callback states before it builds the train loader: hand the
-        # position to the datamodule, which gives it to the sampler it builds.
+        # Lightning loads callback states before it builds the train loader (unless the
+        # strategy restores after setup): hand the position to the datamodule, which gives it
+        # to the sampler it builds.
         trainer: L.Trainer | None = getattr(self, "_trainer", None)
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if trainer is None or trainer.train_dataloader is not None:
+            return
+        datamodule = getattr(trainer, "datamodule", None)
         if self._pending_sampler is not None and hasattr(datamodule, "resume_train_sampler"):
             datamodule.resume_train_sampler(self._pending_sampler)
             self._pending_sampler = None
