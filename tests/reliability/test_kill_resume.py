@@ -1,8 +1,14 @@
-"""Crash and resume: a run SIGKILLed mid-epoch, resumed, ends exactly like an uninterrupted one."""
+"""Crash and resume: a run SIGKILLed after its epoch-end checkpoint, or mid-epoch after a
+periodic one, resumed with ``resume=auto``, ends exactly like an uninterrupted run.
+
+The runs use the default callbacks (efficiency, progress bar, reports, checkpoints, RNG
+state, non-finite guard) and the default two loader worker processes: the set a user runs.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,29 +20,42 @@ import torch
 from tests.conftest import REPO, run_env
 from tests.reliability.killer import ENV as KILL_ENV
 
-#: 128 samples / batch 16 = 8 steps per epoch, 2 epochs; last.ckpt every 2 steps.
+#: 96 samples / batch 32 = 3 steps per epoch, 2 epochs; a model with dropout (RNG draws in
+#: every training step) and augmentation.
 RUN = [
     "trainer.max_epochs=2",
-    "data.train_size=128",
+    "data.train_size=96",
     "data.val_size=32",
     "data.test_size=32",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "model.name=test_resnet",
-    "model.input_size=32",
+    "data.batch_size=32",
+    "data.num_workers=2",
+    "model=lightweight_cnn",
+    "model.width_mult=0.25",
+    "model.expansion_channels=32",
+    "seed=7",
     "trainer.deterministic=true",
-    "checkpoint.every_n_train_steps=2",
-    "~callbacks.efficiency",
-    "~callbacks.progress_bar",
-    "~callbacks.reports",
+    "callbacks.efficiency.latency_runs=2",
+    "callbacks.efficiency.latency_warmup=1",
+    "callbacks.efficiency.throughput_batch=2",
+    "callbacks.efficiency.throughput_runs=1",
+    "callbacks.efficiency.warmup_batches=1",
     "+callbacks.killer._target_=tests.reliability.killer.KillAtStep",
 ]
-KILL_AT = 11  # mid-epoch 2 (steps 8..15), one step after the step-10 checkpoint
+STEPS = 6
+#: name -> (extra overrides, step to kill at, global step of the last.ckpt resumed from)
+CASES = {
+    # epoch 0 ends at step 3 (ModelCheckpoint's last.ckpt after validation); killed in epoch 1
+    "epoch_end": ([], 4, 3),
+    # last.ckpt every 2 steps: the step-4 one, one batch into epoch 1
+    "mid_epoch": (["checkpoint.every_n_train_steps=2"], 5, 4),
+    # last.ckpt on the clock (after every batch with 1 ms): the step-5 one, right before the kill
+    "mid_epoch_timed": (["checkpoint.train_time_interval=0.001"], 5, 5),
+}
 
 
 def _train(root: Path, *extra: str, kill_at: int | None = None) -> subprocess.CompletedProcess[str]:
     env = run_env(root)
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout
     env.pop(KILL_ENV, None)
     if kill_at is not None:
         env[KILL_ENV] = str(kill_at)
@@ -67,34 +86,48 @@ def _assert_all_checkpoints_load(run: Path) -> None:
         _load(ckpt)  # raises on a truncated or unsafe file
 
 
-@pytest.mark.smoke
-def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(tmp_path: Path) -> None:
-    ref = _train(tmp_path / "ref")
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run (periodic checkpoints do not change what is trained)."""
+    root = tmp_path_factory.mktemp("ref")
+    ref = _train(root)
     assert ref.returncode == 0, ref.stderr[-3000:]
-    (ref_run,) = _runs(tmp_path / "ref")
-    ref_metrics = json.loads((ref_run / "metrics.json").read_text())
+    (run,) = _runs(root)
+    return run
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sigkill_then_resume_auto_matches_uninterrupted_run(
+    reference: Path, tmp_path: Path, case: str
+) -> None:
+    extra, kill_at, ckpt_step = CASES[case]
+    ref_metrics = json.loads((reference / "metrics.json").read_text())
 
     root = tmp_path / "crash"
-    killed = _train(root, kill_at=KILL_AT)
+    killed = _train(root, *extra, kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run,) = _runs(root)
     assert not (run / "metrics.json").exists()
-    assert _load(run / "checkpoints" / "last.ckpt")["global_step"] == KILL_AT - 1
+    assert _load(run / "checkpoints" / "last.ckpt")["global_step"] == ckpt_step
     _assert_all_checkpoints_load(run)
     wandb_id = (run / "wandb_run_id.txt").read_text().strip()
 
-    resumed = _train(root, "resume=auto")
+    resumed = _train(root, *extra, "resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {run}" in resumed.stdout
     metrics = json.loads((run / "metrics.json").read_text())
 
-    compared = sorted(k for k in ref_metrics if k.startswith("test/") or k == "val/acc_best")
-    assert {"test/acc", "test/loss", "test/valence_ccc", "test/arousal_rmse"} <= set(compared)
-    assert {k: metrics[k] for k in compared} == {k: ref_metrics[k] for k in compared}
+    # Every validation and test figure, bit for bit (val/*: the last epoch, trained after
+    # the resume; test/*: the best checkpoint).
+    compared = sorted(k for k in ref_metrics if k.startswith(("val/", "test/")))
+    assert {"val/loss", "val/acc_best", "test/acc", "test/valence_ccc"} <= set(compared)
+    assert {k: metrics.get(k) for k in compared} == {k: ref_metrics[k] for k in compared}
 
     # Same final weights, bit for bit, and the same number of optimizer steps.
-    a, b = _load(ref_run / "checkpoints" / "last.ckpt"), _load(run / "checkpoints" / "last.ckpt")
-    assert a["global_step"] == b["global_step"] == 16
+    a = _load(reference / "checkpoints" / "last.ckpt")
+    b = _load(run / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == STEPS
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key

@@ -96,3 +96,65 @@ def test_bad_resume_value_is_a_config_error(cfg_factory, value: str) -> None:  #
 
     with pytest.raises(ConfigError, match=r"resume=.*expected 'auto', a run dir"):
         resolve_resume(cfg_factory([f"resume={value}"]))
+
+
+def test_ddp_ranks_shard_the_epoch_disjointly_and_resume_together() -> None:
+    n, world = 10, 2  # 10 samples: 5 per rank, nothing padded
+    ranks = [ResumableSampler(n, seed=4, num_replicas=world, rank=r) for r in range(world)]
+    for epoch in (0, 1):
+        for s in ranks:
+            s.set_epoch(epoch)
+        shards = [list(s) for s in ranks]
+        assert all(len(sh) == len(s) == 5 for sh, s in zip(shards, ranks, strict=True))
+        assert set(shards[0]).isdisjoint(shards[1])
+        assert sorted(shards[0] + shards[1]) == list(range(n))
+        # rank r takes positions r, r + W, ... of the single-process order of that epoch
+        single = ResumableSampler(n, seed=4)
+        single.set_epoch(epoch)
+        order = list(single)
+        assert shards[0] == order[0::2] and shards[1] == order[1::2]
+    # 2 samples consumed on each rank: both continue where they stopped
+    state = ranks[0].state_dict(consumed=2)
+    for r, s in enumerate(ranks):
+        s.set_epoch(1)
+        full = list(s)
+        resumed = ResumableSampler(n, seed=0, num_replicas=world, rank=r)
+        resumed.load_state_dict(state)
+        assert list(resumed) == full[2:]
+    padded = [list(ResumableSampler(5, seed=1, num_replicas=2, rank=r)) for r in range(2)]
+    assert len(padded[0]) == len(padded[1]) == 3 and set(padded[0] + padded[1]) == set(range(5))
+
+
+def test_loaded_state_sets_the_epoch_before_lightning_does() -> None:
+    """Workers draw indices when the loader's iterator is created, before ``set_epoch``."""
+    ref = ResumableSampler(12, seed=3)
+    ref.set_epoch(2)
+    order = list(ref)
+    s = ResumableSampler(12, seed=3)
+    s.load_state_dict({"seed": 3, "epoch": 2, "start": 5})
+    assert list(s) == order[5:]  # no set_epoch call in between
+    finished = ResumableSampler(12, seed=3)
+    finished.set_epoch(1)
+    nxt = ResumableSampler(12, seed=3)
+    nxt.load_state_dict(finished.state_dict(consumed=8, finished=True))  # drop_last epoch end
+    assert nxt.epoch == 2 and list(nxt) == order
+
+
+def test_loaders_and_profiling_leave_the_global_rng_alone(tmp_path: Path) -> None:
+    from torch import nn
+
+    from fersuite.data.synthetic_datamodule import SyntheticDataModule
+    from fersuite.profiling import count_macs, measure_latency
+
+    dm = SyntheticDataModule(
+        train_size=8, val_size=8, test_size=8, num_workers=0, cache_dir=str(tmp_path)
+    )
+    dm.setup()
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+    before = torch.get_rng_state()
+    for loader in (dm.val_dataloader(), dm.test_dataloader(), dm.train_dataloader()):
+        for _ in loader:
+            pass
+    count_macs(net, input_shape=(1, 1, 8, 8))
+    measure_latency(net, (1, 1, 8, 8), warmup=1, runs=1)
+    assert torch.equal(torch.get_rng_state(), before)

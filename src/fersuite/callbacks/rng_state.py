@@ -8,7 +8,15 @@ Lightning restores weights, optimizer, scheduler, loop counters and callback sta
   (not at load time: the sanity check and loader start-up that run in between must not shift
   the streams);
 * the position of the train sampler (:class:`fersuite.data.samplers.ResumableSampler`): the
-  epoch and how many of its samples were consumed, so a mid-epoch resume skips exactly those.
+  epoch and how many of its samples were consumed (per rank under DDP), so a mid-epoch resume
+  skips exactly those. A checkpoint written once the epoch's last batch ran (the epoch-end
+  ``last.ckpt``) stores the start of the next epoch.
+
+The sampler position is handed to the datamodule as soon as the checkpoint is loaded, so the
+train sampler starts at the right epoch and sample when it is built: Lightning creates the
+loader's iterator before the first epoch hook, and a loader with worker processes draws its
+first indices then. (Applying it later, in ``on_train_start``, made a resumed epoch replay the
+order of epoch 0 whenever ``data.num_workers > 0``.)
 
 Everything is stored as plain data, readable with ``torch.load(weights_only=True)``.
 """
@@ -82,13 +90,20 @@ def _train_sampler(trainer: L.Trainer) -> Any:
     return sampler if hasattr(sampler, "load_state_dict") and hasattr(sampler, "order") else None
 
 
-def _consumed_batches(trainer: L.Trainer) -> int:
-    """Train batches of the current epoch already run when a checkpoint is written.
+def _train_position(trainer: L.Trainer) -> tuple[int, int, bool]:
+    """When a checkpoint is written: the epoch last started, how many of its train batches
+    ran, and whether that was all of them.
 
-    ``processed`` counts the batch whose ``on_train_batch_end`` is writing the checkpoint
-    (Lightning counts it ``completed`` only after the hook).
+    The epoch is the last one *started*: ``trainer.current_epoch`` already counts an epoch
+    as done in its ``on_train_epoch_end`` and after ``fit`` ends. ``processed`` counts the
+    batch whose ``on_train_batch_end`` is writing the checkpoint (Lightning counts it
+    ``completed`` only after the hook).
     """
-    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    epoch = max(0, int(trainer.fit_loop.epoch_progress.current.started) - 1)
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    done = int(progress.current.processed)
+    finished = bool(progress.is_last_batch) or done >= trainer.num_training_batches
+    return epoch, done, finished
 
 
 class RNGStateCallback(L.Callback):
@@ -107,34 +122,46 @@ class RNGStateCallback(L.Callback):
         state: dict[str, Any] = {"rng": capture_rng_state()}
         if trainer is not None:
             sampler = _train_sampler(trainer)
-            if sampler is not None and trainer.world_size == 1:
+            if sampler is not None:
                 loader = trainer.train_dataloader
                 batch_size = int(getattr(loader, "batch_size", 0) or 0)
-                consumed = _consumed_batches(trainer) * batch_size
-                sampler.set_epoch(trainer.current_epoch)
-                state["sampler"] = sampler.state_dict(consumed)
+                epoch, batches, finished = _train_position(trainer)
+                sampler.set_epoch(epoch)
+                state["sampler"] = sampler.state_dict(batches * batch_size, finished=finished)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending_rng = state_dict.get("rng")
         self._pending_sampler = state_dict.get("sampler")
+        # Lightning loads callback states before it builds the train loader (unless the
+        # strategy restores after setup): hand the position to the datamodule, which gives it
+        # to the sampler it builds.
+        trainer: L.Trainer | None = getattr(self, "_trainer", None)
+        if trainer is None or trainer.train_dataloader is not None:
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        if self._pending_sampler is not None and hasattr(datamodule, "resume_train_sampler"):
+            datamodule.resume_train_sampler(self._pending_sampler)
+            self._pending_sampler = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The train loader exists now and its iterator has not drawn any index yet.
+        # Fallback for loaders that do not come from an AffectDataModule.
         if self._pending_sampler is None:
             return
         sampler = _train_sampler(trainer)
+        loader = trainer.train_dataloader
         if sampler is None:
             log.warning("resuming without a resumable train sampler: the epoch restarts")
-        elif trainer.world_size > 1:
-            log.warning(
-                "mid-epoch sampler position is not restored with %d processes", trainer.world_size
-            )
         else:
             sampler.load_state_dict(self._pending_sampler)
+            if int(getattr(loader, "num_workers", 0) or 0) > 0:
+                log.warning(
+                    "train loader not built by a fersuite datamodule: its workers may already "
+                    "hold indices from before the resume position"
+                )
         self._pending_sampler = None
 
     def on_train_batch_start(

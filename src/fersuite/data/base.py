@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from fersuite.data.samplers import ResumableSampler
@@ -137,6 +138,7 @@ class AffectDataModule(L.LightningDataModule):
         self.sampler = sampler
         self.limit_train = limit_train
         self.splits: dict[str, ArraySplit] = {}
+        self._sampler_resume: dict[str, int] | None = None
         # Validate transform settings now, before any data is read.
         build_transforms(image_size, in_chans, self.mean, self.std, train=True, augment=augment)
 
@@ -194,14 +196,23 @@ class AffectDataModule(L.LightningDataModule):
         train = split == "train"
         ds = self.dataset(split)
         sampler = None
-        generator = None
+        # Every loader seeds its workers from a private generator: creating an iterator (each
+        # validation, with non-persistent workers or none) must not draw from the global RNG,
+        # or a run resumed from a checkpoint written just before validation would drift.
+        generator = torch.Generator().manual_seed(torch.initial_seed())
         if train:  # epoch-seeded and resumable mid-epoch (fersuite.data.samplers)
             weights = None
             if self.sampler == "weighted":
                 per_class = self.class_weights().numpy()
                 weights = torch.as_tensor(per_class[self.splits["train"].hard_labels])
-            seed = torch.initial_seed()
-            sampler = ResumableSampler(len(ds), seed=seed, weights=weights)
+            replicas, rank = self._ddp_replicas()
+            seed = _same_on_all_ranks(torch.initial_seed(), replicas)
+            sampler = ResumableSampler(
+                len(ds), seed=seed, weights=weights, num_replicas=replicas, rank=rank
+            )
+            if self._sampler_resume is not None:  # before the loader's first iterator exists
+                sampler.load_state_dict(self._sampler_resume)
+                self._sampler_resume = None
             generator = torch.Generator().manual_seed(seed)  # worker seeds: not the global RNG
         return DataLoader(
             ds,
@@ -214,6 +225,18 @@ class AffectDataModule(L.LightningDataModule):
             drop_last=train and len(ds) > self.batch_size,
         )
 
+    def resume_train_sampler(self, state: dict[str, int]) -> None:
+        """Start the next train loader's sampler at a checkpointed position (see
+        :meth:`fersuite.data.samplers.ResumableSampler.load_state_dict`)."""
+        self._sampler_resume = dict(state)
+
+    def _ddp_replicas(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) without one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or int(getattr(trainer, "world_size", 1)) <= 1:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         return self._loader("train")
 
@@ -222,3 +245,13 @@ class AffectDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         return self._loader("test")
+
+
+def _same_on_all_ranks(seed: int, replicas: int) -> int:
+    """Rank 0's ``seed`` on every rank (the sampler's order must agree across DDP ranks, also
+    when no ``seed`` was set and each process seeded itself)."""
+    if replicas <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return seed
+    box = [seed]
+    dist.broadcast_object_list(box, src=0)
+    return int(box[0])

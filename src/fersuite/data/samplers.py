@@ -2,9 +2,16 @@
 
 Because the order of an epoch depends on nothing but the seed and the epoch number, a run
 killed in the middle of an epoch can resume at the exact sample it stopped at: the sampler's
-state (``epoch``, ``start`` = samples already consumed) is saved in the checkpoint by
-:class:`fersuite.callbacks.rng_state.RNGStateCallback` and the first iteration after loading
+state (``epoch``, ``start`` = samples this process already consumed) is saved in the checkpoint
+by :class:`fersuite.callbacks.rng_state.RNGStateCallback` and the first iteration after loading
 skips those samples.
+
+Under DDP (``num_replicas`` > 1) the sampler shards the epoch itself, like
+``torch.utils.data.DistributedSampler`` without shuffling of its own: the epoch order is padded
+(by repeating its start) to a multiple of ``num_replicas`` and rank ``r`` takes positions
+``r, r + W, r + 2W, ...``. Every rank consumes as many samples as the others, so one ``start``
+resumes all of them. Being a ``DistributedSampler``, Lightning leaves it in place instead of
+wrapping it.
 
 Each yielded index is a :class:`SeededIndex`: an ``int`` that also carries a per-sample
 augmentation seed derived from ``(seed, epoch, position)``. ``ArrayAffectDataset`` draws the
@@ -14,11 +21,12 @@ on the global RNG, on the number of workers or on whether the run was interrupte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 _MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant, decorrelates nearby seeds
 _MASK = (1 << 63) - 1
@@ -47,28 +55,45 @@ class SeededIndex(int):
         return (SeededIndex, (int(self), self.aug_seed))
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(DistributedSampler):  # type: ignore[type-arg]
     """Shuffled (or weighted, with replacement) sampling that can resume mid-epoch.
 
     Args:
         num_samples: size of the dataset.
-        seed: base seed; epoch ``e`` uses ``mix_seed(seed, e)``.
+        seed: base seed; epoch ``e`` uses ``mix_seed(seed, e)``. Must be equal on all ranks.
         weights: per-sample weights for weighted sampling with replacement (``None``: a
             permutation of the dataset).
+        num_replicas, rank: DDP world size and this process's rank (1 and 0: no sharding).
     """
 
+    # DistributedSampler.__init__ is not called: it wants a dataset and an initialised
+    # process group; this class sets every attribute that base class has.
     def __init__(
-        self, num_samples: int, seed: int = 0, weights: Sequence[float] | torch.Tensor | None = None
+        self,
+        num_samples: int,
+        seed: int = 0,
+        weights: Sequence[float] | torch.Tensor | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"ResumableSampler needs at least one sample, got {num_samples}")
-        self.num_samples = int(num_samples)
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} of {num_replicas} replicas is not a valid DDP rank")
+        self.dataset_size = int(num_samples)
         self.seed = int(seed)
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
-        if self.weights is not None and len(self.weights) != self.num_samples:
+        if self.weights is not None and len(self.weights) != self.dataset_size:
             raise ValueError(
-                f"sampler weights have {len(self.weights)} entries for {self.num_samples} samples"
+                f"sampler weights have {len(self.weights)} entries for {self.dataset_size} samples"
             )
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.num_samples = math.ceil(self.dataset_size / self.num_replicas)  # per rank
+        self.total_size = self.num_samples * self.num_replicas
+        self.shuffle = True
+        self.drop_last = False
+        self.dataset = range(self.dataset_size)
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, samples to skip)
 
@@ -83,8 +108,8 @@ class ResumableSampler(Sampler[int]):
         """The full index order of ``epoch`` (a pure function of the seed and the epoch)."""
         gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         if self.weights is None:
-            return torch.randperm(self.num_samples, generator=gen)
-        return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=gen)
+            return torch.randperm(self.dataset_size, generator=gen)
+        return torch.multinomial(self.weights, self.dataset_size, replacement=True, generator=gen)
 
     def __iter__(self) -> Iterator[int]:
         epoch = self.epoch
@@ -93,19 +118,32 @@ class ResumableSampler(Sampler[int]):
             start = self._resume[1]
         self._resume = None
         order = self.order(epoch).tolist()
-        for pos in range(start, len(order)):
-            yield SeededIndex(order[pos], mix_seed(self.seed, epoch, pos, 1))
+        for k in range(start, self.num_samples):
+            pos = self.rank + k * self.num_replicas  # position in the padded epoch order
+            yield SeededIndex(order[pos % self.dataset_size], mix_seed(self.seed, epoch, pos, 1))
 
     # -- resume -----------------------------------------------------------------------------
-    def state_dict(self, consumed: int = 0) -> dict[str, int]:
-        """Plain-data state: the epoch and how many of its samples were already consumed."""
+    def state_dict(self, consumed: int = 0, finished: bool = False) -> dict[str, int]:
+        """Plain-data state: the epoch and how many of its samples this rank consumed.
+
+        A finished epoch (``finished``, or every sample consumed) is stored as the start of
+        the next one.
+        """
+        if finished or consumed >= self.num_samples:
+            return {"seed": self.seed, "epoch": self.epoch + 1, "start": 0}
         return {"seed": self.seed, "epoch": self.epoch, "start": int(consumed)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """The next iteration of epoch ``state['epoch']`` starts at sample ``state['start']``.
+        """The next iteration runs epoch ``state['epoch']`` from sample ``state['start']``.
 
-        The checkpoint's seed is adopted, so a run started without a fixed seed still resumes
-        the order it was following.
+        The epoch is set at once, not only when Lightning calls :meth:`set_epoch`: a loader
+        with worker processes draws its first indices when its iterator is created, and
+        Lightning creates it before the epoch starts. The checkpoint's seed is adopted, so a
+        run started without a fixed seed still resumes the order it was following.
         """
         self.seed = int(state.get("seed", self.seed))
-        self._resume = (int(state["epoch"]), int(state["start"]))
+        epoch, start = int(state["epoch"]), int(state["start"])
+        if start >= self.num_samples:
+            epoch, start = epoch + 1, 0
+        self.epoch = epoch
+        self._resume = (epoch, start)

@@ -262,7 +262,8 @@ def count_macs(
     device, dtype = model_device_dtype(module)
     if inputs is None:
         assert input_shape is not None
-        args: tuple[Any, ...] = (torch.randn(tuple(input_shape), device=device, dtype=dtype),)
+        x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
+        args: tuple[Any, ...] = (x.to(device=device, dtype=dtype),)  # global RNG untouched
     else:
         args = _to_device(inputs if isinstance(inputs, tuple) else (inputs,), device)
 

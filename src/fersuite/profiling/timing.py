@@ -121,7 +121,9 @@ def _placed(model: nn.Module, device: str | torch.device | None) -> tuple[nn.Mod
 
 def _input(model: nn.Module, shape: Sequence[int], device: torch.device) -> Tensor:
     _, dtype = model_device_dtype(model)
-    return torch.randn(tuple(shape), device=device, dtype=dtype)
+    # A private generator: measuring must not move the global RNG of a training run.
+    x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
+    return x.to(device=device, dtype=dtype)
 
 
 def _sync(device: torch.device) -> None:
