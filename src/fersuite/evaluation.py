@@ -1,7 +1,7 @@
 """Evaluating a trained checkpoint, on its own dataset or on another one, by class name.
 
-``fersuite-eval ckpt_path=<file.ckpt> data=<name> …`` (:func:`evaluate`; its alias ``fersuite-
-train train=false ckpt_path=<file.ckpt> …``) tests a checkpoint and writes ``metrics.json`` with
+``fersuite-eval ckpt_path=<file.ckpt> data=<name> …`` (:func:`evaluate`; its alias
+``fersuite-train train=false ckpt_path=<file.ckpt> …``) tests a checkpoint and writes ``metrics.json`` with
 the ``test/*`` keys of a training run. The model (architecture, input size, channels) and the
 normalisation come from the checkpoint's plain-data metadata, so the data pipeline is built for
 the model that was trained, whatever ``model=`` says. When the dataset's classes differ from the
