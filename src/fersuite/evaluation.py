@@ -1,14 +1,15 @@
 """Evaluating a trained checkpoint, on its own dataset or on another one, by class name.
 
 ``fersuite-eval ckpt_path=<file.ckpt> data=<name> …`` (:func:`evaluate`; its alias
-``fersuite-train train=false ckpt_path=<file.ckpt> …``) tests a checkpoint and writes ``metrics.json`` with
-the ``test/*`` keys of a training run. The model (architecture, input size, channels) and the
-normalisation come from the checkpoint's plain-data metadata, so the data pipeline is built for
-the model that was trained, whatever ``model=`` says. When the dataset's classes differ from the
-checkpoint's (a FER2013 model on RAF-DB, an AffectNet-8 model on FER2013), :class:`ClassRemap`
-reorders the logits into the dataset's class order through the central label vocabulary
-(:mod:`fersuite.labels`); classes the dataset lacks are dropped, which renormalises the softmax
-over the remaining ones. A dataset class the model never learnt is an error naming it.
+``fersuite-train train=false ckpt_path=<file.ckpt> …``) tests a checkpoint and writes
+``metrics.json`` with the ``test/*`` keys of a training run. The model (architecture, input
+size, channels) and the normalisation come from the checkpoint's plain-data metadata, so the
+data pipeline is built for the model that was trained, whatever ``model=`` says. When the
+dataset's classes differ from the checkpoint's (a FER2013 model on RAF-DB, an AffectNet-8 model
+on FER2013), :class:`ClassRemap` reorders the logits into the dataset's class order through the
+central label vocabulary (:mod:`fersuite.labels`); classes the dataset lacks are dropped, which
+renormalises the softmax over the remaining ones. A dataset class the model never learnt is an
+error naming it.
 """
 
 from __future__ import annotations
