@@ -15,7 +15,7 @@ from fersuite import config
 from tests.conftest import REPO
 
 #: Every app that composes a Hydra config, and the config it composes.
-APP_CONFIGS = ("train", "data_app", "export", "profile")
+APP_CONFIGS = ("train", "eval", "data_app", "export", "profile")
 
 _COMPOSE_ALL = """
 import sys

@@ -47,7 +47,8 @@ _RUN_ERRORS: list[BaseException] = []
 
 
 def note_multirun(sweep_dir: str | os.PathLike[str]) -> None:
-    """Called at the start of every multirun (:class:`fersuite.report.SweepReportCallback`)."""
+    """Called at the start of every multirun
+    (:class:`fersuite.reporting.hydra_callback.SweepReportCallback`)."""
     _SWEEPS.append(str(sweep_dir))
 
 

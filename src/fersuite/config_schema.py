@@ -1,14 +1,14 @@
 """Structured validation of a composed config, before anything is built or loaded.
 
 Every ``_target_`` node (``data``, ``model``, ``loss``, ``optimizer``, ``scheduler``,
-``trainer``, each ``callbacks.*`` and ``logger.*``) is checked against the signature of the
-callable it names: a key the callable does not take is an error (with the closest valid key
-as a suggestion), and values of simple annotated types (``int``, ``float``, ``bool``, ``str``,
-``Literal``, their ``| None``) must have that type. Nested dicts annotated with a dataclass
-(``data.augment``) are checked against its fields. Then a few values that cannot work are
-refused (unknown timm model, fixed-resolution models at another size, class counts a dataset
-cannot provide, the reliability keys). Every failure is a :class:`ConfigError` whose message
-is one line naming the key, the value and what is allowed.
+``trainer``, ``task.module``, ``distill``, each ``callbacks.*`` and ``logger.*``) is checked
+against the signature of the callable it names: a key the callable does not take is an error
+(with the closest valid key as a suggestion), and values of simple annotated types (``int``,
+``float``, ``bool``, ``str``, ``Literal``, their ``| None``) must have that type. Nested dicts
+annotated with a dataclass (``data.augment``) are checked against its fields. Then a few values
+that cannot work are refused (unknown timm model, fixed-resolution models at another size, class
+counts a dataset cannot provide, the reliability keys). Every failure is a :class:`ConfigError`
+whose message is one line naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from fersuite.config import ConfigError
 
-TARGET_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer")
+#: ``task.module`` names the LightningModule builder; ``distill`` (task=distill) its settings.
+TARGET_GROUPS = (
+    "data",
+    "model",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "task.module",
+    "distill",
+)
 MULTI_GROUPS = ("callbacks", "logger")
 _MODEL_FACTORY = "fersuite.models.registry.create_model"
 
@@ -261,17 +271,6 @@ def _check_reliability(cfg: DictConfig) -> None:
         raise ConfigError(f"resume={resume!r}; expected null, 'auto', a run dir or a .ckpt file")
 
 
-def _check_distill(cfg: DictConfig) -> None:
-    node = _resolved(cfg, "distill")
-    if node is None:
-        return
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"distill={node!r}; expected the distill.* settings (a mapping)")
-    from fersuite.distill.settings import DistillSettings
-
-    _check_dataclass_keys("distill", node, DistillSettings)
-
-
 def _check_monitor(cfg: DictConfig) -> None:
     monitor = cfg.get("monitor")
     if monitor is None:
@@ -300,4 +299,3 @@ def validate_schema(cfg: DictConfig) -> None:
             if isinstance(node, Mapping) and "_target_" in node:
                 check_target_node(f"{group}.{name}", node)
     _check_reliability(cfg)
-    _check_distill(cfg)

@@ -1,150 +1,26 @@
-"""``fersuite-data``: build (or validate) a dataset's cache and report what is in it.
+"""Old name of ``fersuite-data``: the app is :mod:`fersuite.cli.data`, its library
+:mod:`fersuite.data.inspect`."""
 
-``fersuite-data data=fer2013 data.root=/data/fer2013`` decodes the dataset once into its
-cache (or opens the existing one), prints split sizes, the per-class histogram of every
-split, the image size and the valence/arousal coverage, and writes ``data_stats.json`` and a
-grid of sample images per class (``samples.png``) into the run directory.
-"""
+from fersuite.cli.data import hydra_main, main
+from fersuite.data.inspect import (
+    dataset_stats,
+    inspect_dataset,
+    print_report,
+    run,
+    save_sample_grid,
+    va_coverage,
+)
 
-from __future__ import annotations
-
-import logging
-import math
-import os
-from pathlib import Path
-from typing import Any
-
-import hydra
-import numpy as np
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
-from rich.console import Console
-from rich.table import Table
-
-from fersuite.apps import run_app, task_wrapper
-from fersuite.config import CONFIG_DIR
-from fersuite.data.base import SPLITS, AffectDataModule, ArraySplit
-from fersuite.utils.console import make_console
-from fersuite.utils.io import atomic_path, atomic_write_json
-
-log = logging.getLogger("fersuite.data")
-
-
-def dataset_stats(dm: AffectDataModule) -> dict[str, Any]:
-    """The ``data_stats.json`` contents of a set-up DataModule."""
-    names = list(dm.class_names)
-    splits: dict[str, Any] = {}
-    shape: list[int] = []
-    for split in SPLITS:
-        s = dm.splits[split]
-        counts = np.bincount(s.hard_labels, minlength=len(names))
-        splits[split] = {
-            "size": len(s),
-            "class_counts": {n: int(c) for n, c in zip(names, counts, strict=True)},
-        }
-        shape = shape or [int(v) for v in s.images.shape[1:]]
-    return {
-        "num_classes": len(names),
-        "class_names": names,
-        "image_shape": shape,
-        "splits": splits,
-        "skipped": int(getattr(dm, "skipped", 0)),
-    }
-
-
-def va_coverage(split: ArraySplit) -> float | None:
-    """Share of samples with valid valence/arousal (None: the dataset has none)."""
-    if split.valence is None or split.va_mask is None:
-        return None
-    return float(np.mean(split.va_mask)) if len(split) else 0.0
-
-
-def print_report(stats: dict[str, Any], dm: AffectDataModule, console: Console) -> None:
-    table = Table(title="samples per class and split")
-    table.add_column("class")
-    for split in SPLITS:
-        table.add_column(split, justify="right")
-    for name in stats["class_names"]:
-        table.add_row(name, *(str(stats["splits"][s]["class_counts"][name]) for s in SPLITS))
-    table.add_row("[bold]total", *(f"[bold]{stats['splits'][s]['size']}" for s in SPLITS))
-    cover = [va_coverage(dm.splits[s]) for s in SPLITS]
-    if any(c is not None for c in cover):
-        table.add_row("valid VA", *("-" if c is None else f"{c:.1%}" for c in cover))
-    console.print(table)
-    shape = "×".join(str(v) for v in stats["image_shape"])
-    info = getattr(dm, "info", {}) or {}
-    console.print(f"image shape: {shape} uint8 (cached), model input {dm.image_size}px")
-    console.print(f"skipped bad samples: {stats['skipped']}")
-    for key, label in (("dropped", "dropped by the label rules"), ("no_face", "no face found")):
-        if info.get(key):
-            console.print(f"{label}: {info[key]}")
-    cache = getattr(dm, "cache_path", None)
-    if cache is not None:
-        console.print(f"cache: {cache}")
-
-
-def save_sample_grid(
-    dm: AffectDataModule, path: str | os.PathLike[str], per_class: int = 8, split: str = "train"
-) -> Path:
-    """A PNG with one labelled row per class and up to ``per_class`` of its images."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    s = dm.splits[split]
-    labels = s.hard_labels
-    h, w = (int(v) for v in s.images.shape[1:3])
-    rgb = s.images.ndim == 4
-    zoom = max(1, math.ceil(64 / max(h, 1)))
-    ch, cw, pad, label_w = h * zoom, w * zoom, 2, 80
-    names = list(dm.class_names)
-    grid = Image.new(
-        "RGB",
-        (label_w + per_class * (cw + pad) + pad, len(names) * (ch + pad) + pad),
-        (255, 255, 255),
-    )
-    draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default()
-    for row, name in enumerate(names):
-        y = pad + row * (ch + pad)
-        draw.text((4, y + ch // 2 - 6), name, fill=(0, 0, 0), font=font)
-        for col, i in enumerate(np.flatnonzero(labels == row)[:per_class]):
-            arr = np.ascontiguousarray(s.images[int(i)])
-            tile = Image.fromarray(arr, "RGB" if rgb else "L").convert("RGB")
-            if zoom > 1:
-                tile = tile.resize((cw, ch), Image.Resampling.NEAREST)
-            grid.paste(tile, (label_w + pad + col * (cw + pad), y))
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        grid.save(tmp, format="PNG")
-    return out
-
-
-def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
-    """Build/open the dataset of ``cfg.data``; write data_stats.json and samples.png."""
-    console = console or make_console()
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dm: AffectDataModule = instantiate(cfg.data)
-    dm.setup()
-    stats = dataset_stats(dm)
-    print_report(stats, dm, console)
-    atomic_write_json(out_dir / "data_stats.json", stats)
-    save_sample_grid(dm, out_dir / "samples.png", int(cfg.get("samples_per_class", 8)))
-    console.print(f"wrote {out_dir / 'data_stats.json'} and {out_dir / 'samples.png'}")
-    return stats
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="data_app")
-@task_wrapper
-def hydra_main(cfg: DictConfig) -> None:
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
-    run(cfg)
-
-
-def main() -> None:
-    """``fersuite-data``: bad input → one line, exit 2; failed run → exit 1 (fersuite.apps)."""
-    run_app("data", hydra_main)
-
+__all__ = [
+    "dataset_stats",
+    "hydra_main",
+    "inspect_dataset",
+    "main",
+    "print_report",
+    "run",
+    "save_sample_grid",
+    "va_coverage",
+]
 
 if __name__ == "__main__":
     main()

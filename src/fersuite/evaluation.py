@@ -1,13 +1,15 @@
 """Evaluating a trained checkpoint, on its own dataset or on another one, by class name.
 
-``fersuite-train train=false ckpt_path=<file.ckpt> data=<name> …`` tests a checkpoint. The
-model (architecture, input size, channels) and the normalisation come from the checkpoint's
-plain-data metadata, so the data pipeline is built for the model that was trained, whatever
-``model=`` says. When the dataset's classes differ from the checkpoint's (a FER2013 model on
-RAF-DB, an AffectNet-8 model on FER2013), :class:`ClassRemap` reorders the logits into the
-dataset's class order through the central label vocabulary (:mod:`fersuite.labels`); classes
-the dataset lacks are dropped, which renormalises the softmax over the remaining ones. A
-dataset class the model never learnt is an error naming it.
+``fersuite-eval ckpt_path=<file.ckpt> data=<name> …`` (:func:`evaluate`; its alias
+``fersuite-train train=false ckpt_path=<file.ckpt> …``) tests a checkpoint and writes
+``metrics.json`` with the ``test/*`` keys of a training run. The model (architecture, input
+size, channels) and the normalisation come from the checkpoint's plain-data metadata, so the
+data pipeline is built for the model that was trained, whatever ``model=`` says. When the
+dataset's classes differ from the checkpoint's (a FER2013 model on RAF-DB, an AffectNet-8 model
+on FER2013), :class:`ClassRemap` reorders the logits into the dataset's class order through the
+central label vocabulary (:mod:`fersuite.labels`); classes the dataset lacks are dropped, which
+renormalises the softmax over the remaining ones. A dataset class the model never learnt is an
+error naming it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "ClassRemap",
     "adopt_checkpoint_model",
     "class_index_map",
+    "evaluate",
     "same_classes",
     "wants_checkpoint_eval",
 ]
@@ -46,7 +49,9 @@ def wants_checkpoint_eval(cfg: DictConfig) -> bool:
 
 
 def adopt_checkpoint_model(cfg: DictConfig) -> CheckpointMeta:
-    """Replace ``cfg.model`` (and ``data.mean``/``data.std``) with the checkpoint's."""
+    """The one config change of an evaluation, before it starts: ``cfg.model`` becomes the
+    checkpoint's (so ``run_info.json`` records what was evaluated) and the data's input
+    (``data.image_size``, ``in_chans``, ``mean``, ``std``) the checkpoint's."""
     path = str(cfg.ckpt_path)
     if not Path(path).is_file():
         raise ConfigError(f"ckpt_path={path}: no such checkpoint file (expected a .ckpt)")
@@ -56,11 +61,34 @@ def adopt_checkpoint_model(cfg: DictConfig) -> CheckpointMeta:
     with open_dict(cfg):
         cfg.model = OmegaConf.create(model_cfg)
         if cfg.get("data") is not None:
-            if "mean" in cfg.data:
-                cfg.data.mean = list(meta.mean)
-            if "std" in cfg.data:
-                cfg.data.std = list(meta.std)
+            for key, value in (
+                ("image_size", int(meta.input_size)),
+                ("in_chans", int(meta.in_chans)),
+                ("mean", list(meta.mean)),
+                ("std", list(meta.std)),
+            ):
+                if key in cfg.data:
+                    cfg.data[key] = value
     return meta
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test the checkpoint ``cfg.ckpt_path`` on ``cfg.data``; return (and write to
+    ``metrics.json``) its metrics, keyed as a training run's ``test/*``."""
+    from hydra.utils import instantiate
+
+    from fersuite.modules.affect_module import build_affect_module
+    from fersuite.training import finish_run, make_trainer, prepare_run, trained_net
+
+    adopt_checkpoint_model(cfg)
+    out_dir, _ = prepare_run(cfg, resume=False)
+    datamodule = instantiate(cfg.data)
+    net, meta = trained_net(str(cfg.ckpt_path), datamodule)
+    module = build_affect_module(cfg, datamodule, net=net, net_has_va=meta.has_va)
+    trainer, callbacks = make_trainer(cfg, out_dir, extra={"evaluated": str(cfg.ckpt_path)})
+    trainer.test(module, datamodule=datamodule, weights_only=True)
+    values: dict[str, Any] = dict(trainer.callback_metrics)
+    return finish_run(trainer, callbacks, values, out_dir, {"checkpoint": str(cfg.ckpt_path)})
 
 
 def class_index_map(model_classes: Sequence[str], data_classes: Sequence[str]) -> list[int]:

@@ -162,3 +162,39 @@ class AffectModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def build_affect_module(
+    cfg: Any, datamodule: Any, net: nn.Module | None = None, net_has_va: bool = True
+) -> AffectModule:
+    """The ``task=supervised`` module from a composed config (``conf/task/supervised.yaml``
+    names it: ``task.module``). ``net`` (a trained network) skips building one
+    (``net_has_va``: its checkpoint says its VA heads were trained)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    if net is None:
+        net = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
+    assert isinstance(loss_cfg, dict)
+    auto_weights = loss_cfg.get("class_weights") == "auto"
+    if auto_weights:
+        loss_cfg["class_weights"] = None
+    loss = instantiate(loss_cfg)
+    if auto_weights:
+        datamodule.setup("fit")
+        loss.set_class_weights(datamodule.class_weights())
+    return AffectModule(
+        net=net,
+        loss=loss,
+        # fersuite-eval has no optimizer: it only tests.
+        optimizer=instantiate(cfg.optimizer) if cfg.get("optimizer") else None,  # type: ignore[arg-type]
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        class_names=datamodule.class_names,
+        # VA heads count only when the loss trains them (loss=ce does not): no VA metrics,
+        # figures or checkpoint has_va otherwise.
+        has_va=bool(datamodule.has_va and loss.trains_va and net_has_va),
+        monitor=cfg.get("monitor") or "val/acc",
+        compile=cfg.get("compile", False),
+        monitor_mode=cfg.get("monitor_mode"),
+    )

@@ -383,7 +383,9 @@ class DistillationModule(AffectModule):
 
 
 def build_distill_module(cfg: DictConfig, datamodule: Any) -> DistillationModule:
-    """The ``task=distill`` module from a composed config (called by ``fersuite.train``)."""
+    """The ``task=distill`` module from a composed config (``conf/task/distill.yaml`` names it:
+    ``task.module``); its settings are ``cfg.distill`` (:class:`~fersuite.distill.settings.
+    DistillSettings`, checked with every other ``_target_`` node before the run)."""
     dcfg = cfg.get("distill")
     if dcfg is None:
         raise ConfigError(

@@ -1,0 +1,33 @@
+"""``fersuite-train``: train, test and profile one configuration (``conf/train.yaml``).
+
+The recipe: :func:`fersuite.training.train` validates the config, builds data, module
+(``task.module``) and callbacks from it, fits, tests the best checkpoint and writes
+``metrics.json``. ``train=false ckpt_path=<file>`` is an alias of ``fersuite-eval``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from fersuite.apps import run_app, task_wrapper
+from fersuite.config import CONFIG_DIR
+from fersuite.training import train
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@task_wrapper
+def hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra task: one training job; returns the value a sweep optimises."""
+    metrics = train(cfg)
+    key = cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+def main() -> None:
+    """``fersuite-train``: bad input → one line, exit 2; failed run → exit 1 (fersuite.apps)."""
+    run_app("train", hydra_main)
+
+
+if __name__ == "__main__":
+    main()

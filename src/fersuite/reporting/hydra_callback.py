@@ -1,0 +1,89 @@
+"""The Hydra callback that writes the sweep report during and at the end of every multirun.
+
+Registered in ``fersuite/conf/hydra/default.yaml`` under ``hydra.callbacks``: it records a
+failed job's exception in ``<job dir>/error.txt``, refreshes ``report.{csv,md}`` and
+``pareto.png`` after each job (so a sweep aborted by a failing job still has one) and once
+more when the multirun ends (:func:`fersuite.reporting.sweep.write_sweep_report`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("fersuite.report")
+
+__all__ = ["SweepReportCallback"]
+
+
+def _record_failure(hydra_cfg: Any, job_return: Any) -> None:
+    """Write the exception of a failed job to ``<job dir>/error.txt`` (one line)."""
+    from hydra.core.utils import JobStatus
+
+    if job_return is None or getattr(job_return, "status", None) != JobStatus.FAILED:
+        return
+    try:
+        job_return.return_value  # noqa: B018 - re-raises the job's exception
+        return
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc).strip().splitlines()
+        line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    try:
+        from fersuite.reporting.sweep import ERROR_FILE
+        from fersuite.utils.io import atomic_write
+
+        out = Path(str(hydra_cfg.runtime.output_dir)) / ERROR_FILE
+        atomic_write(out, lambda fh: fh.write(line[:500] + "\n"))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not record the failure of a job: %s", exc)
+
+
+class SweepReportCallback(Callback):
+    """Hydra callback: writes the sweep report during and at the end of every multirun.
+
+    Args:
+        metric: quality axis of the Pareto plot (a ``metrics.json`` key).
+        after_each_job: refresh the report after every job, not only at the end.
+    """
+
+    def __init__(self, metric: str = "test/acc", after_each_job: bool = True) -> None:
+        self.metric = metric
+        self.after_each_job = after_each_job
+
+    def _write(self, sweep_dir: str) -> None:
+        from fersuite.reporting.sweep import write_sweep_report
+
+        try:
+            report = write_sweep_report(sweep_dir, metric=self.metric)
+        except Exception as exc:  # noqa: BLE001 - a report must never fail a finished sweep
+            log.error(
+                "sweep report for %s failed: %s (retry with `fersuite-report %s`)",
+                sweep_dir,
+                exc,
+                sweep_dir,
+            )
+            return
+        log.info("sweep report: %s", report.paths.get("md"))
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        hydra_cfg = config.get("hydra")
+        if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN:
+            return
+        _record_failure(hydra_cfg, job_return)
+        if self.after_each_job:
+            self._write(str(hydra_cfg.sweep.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from fersuite.apps import note_multirun
+
+        # The app's exit status counts this sweep's failed jobs (fersuite.apps.run_app).
+        note_multirun(str(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._write(str(config.hydra.sweep.dir))

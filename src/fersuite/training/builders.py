@@ -1,0 +1,122 @@
+"""The pieces of a run, each built from the composed config: callbacks, loggers, plugins,
+the LightningModule of ``cfg.task.module`` and the checkpoint's plain-data metadata."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning.pytorch as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
+from fersuite.config import ConfigError
+from fersuite.evaluation import ClassRemap, same_classes
+from fersuite.utils.io import AtomicCheckpointIO
+
+__all__ = [
+    "build_callbacks",
+    "build_loggers",
+    "build_module",
+    "build_plugins",
+    "checkpoint_metadata",
+    "trained_net",
+]
+
+log = logging.getLogger("fersuite.train")
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
+    callbacks: list[L.Callback] = []
+    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+        if cb_cfg is None or "_target_" not in cb_cfg:
+            continue
+        if not has_logger and str(cb_cfg._target_).endswith("LearningRateMonitor"):
+            continue
+        log.debug("callback %s", name)
+        callbacks.append(instantiate(cb_cfg))
+    return callbacks
+
+
+def build_plugins(cfg: DictConfig) -> list[Any]:
+    """``trainer.plugins`` (e.g. a MixedPrecision plugin) plus the atomic checkpoint writer.
+
+    The atomic writer is added unless the user's plugins bring their own ``CheckpointIO``.
+    """
+    from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+
+    raw = cfg.trainer.get("plugins") or []
+    items = list(raw) if isinstance(raw, ListConfig | list) else [raw]
+    user = [instantiate(p) if isinstance(p, DictConfig) and "_target_" in p else p for p in items]
+    if not any(isinstance(p, CheckpointIO) for p in user):
+        user.append(AtomicCheckpointIO())
+    return user
+
+
+def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list[Any]:
+    loggers: list[Any] = []
+    for name, lg_cfg in (cfg.get("logger") or {}).items():
+        if lg_cfg is None:
+            continue
+        # Resuming: continue the same W&B run (fersuite.resume keeps its id in the run dir).
+        extra: dict[str, Any] = (
+            {"id": wandb_id, "resume": "allow"} if wandb_id and "wandb" in name else {}
+        )
+        if "wandb" in name and cfg.get("tags"):  # a preset's tags join model/data/loss
+            tags = [*(lg_cfg.get("tags") or []), *cfg.tags]
+            extra["tags"] = list(dict.fromkeys(str(t) for t in tags))
+        try:
+            lg = instantiate(lg_cfg, **extra)
+            if lg is not None and "wandb" in name:
+                _ = lg.experiment  # initialise now, so a failure falls back to CSV at once
+        except Exception as exc:  # noqa: BLE001
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            log.warning("logger %s could not start (%s); continuing without it", name, first)
+            continue
+        if lg is not None:
+            loggers.append(lg)
+    return loggers
+
+
+def checkpoint_metadata(
+    cfg: DictConfig, datamodule: Any, has_va: bool | None = None
+) -> dict[str, Any]:
+    """Plain data stored in every checkpoint so the model can be rebuilt safely.
+
+    ``has_va``: the model's valence/arousal heads were trained (the module's ``has_va``: data
+    with VA and a loss that trains it); defaults to the dataset's."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    return CheckpointMeta(
+        model_cfg=model_cfg,  # type: ignore[arg-type]
+        class_names=tuple(datamodule.class_names),
+        has_va=bool(datamodule.has_va if has_va is None else has_va),
+        input_size=int(datamodule.image_size),
+        in_chans=int(datamodule.in_chans),
+        mean=tuple(float(v) for v in datamodule.mean),
+        std=tuple(float(v) for v in datamodule.std),
+    ).to_dict()
+
+
+def build_module(cfg: DictConfig, datamodule: Any, **kwargs: Any) -> L.LightningModule:
+    """The LightningModule named by ``cfg.task.module`` (a partial builder taking
+    ``(cfg, datamodule)``: ``conf/task/*.yaml``); ``kwargs`` go to that builder."""
+    node = (cfg.get("task") or {}).get("module")
+    if node is None or "_target_" not in node:
+        raise ConfigError("task.module: expected a _target_ (a builder of the LightningModule)")
+    builder = instantiate(node)
+    return builder(cfg, datamodule, **kwargs)
+
+
+def trained_net(ckpt_path: str, datamodule: Any) -> tuple[Any, CheckpointMeta]:
+    """The checkpoint's network (logits remapped to the dataset's classes by name) and its
+    metadata."""
+    net, meta = load_model_from_checkpoint(str(ckpt_path))
+    if same_classes(meta.class_names, datamodule.class_names):
+        return net, meta
+    log.info(
+        "evaluating a model of classes [%s] on [%s] (mapped by name)",
+        ", ".join(meta.class_names),
+        ", ".join(datamodule.class_names),
+    )
+    return ClassRemap(net, meta.class_names, datamodule.class_names), meta

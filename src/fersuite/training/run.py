@@ -1,0 +1,123 @@
+"""A run from a composed config: every config change before it starts (:func:`prepare_run`),
+the trainer with its callbacks and loggers (:func:`make_trainer`), fit and test
+(:func:`train`), and ``metrics.json`` plus the summary table at the end (:func:`finish_run`).
+
+``fersuite-eval`` (:func:`fersuite.evaluation.evaluate`) uses the same pieces without fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fersuite.config import validate_config
+from fersuite.reporting.wandb_utils import update_wandb_summary
+from fersuite.resume import prepare_resume, read_wandb_id, remember_wandb_id
+from fersuite.training.builders import (
+    build_callbacks,
+    build_loggers,
+    build_module,
+    build_plugins,
+    checkpoint_metadata,
+)
+from fersuite.utils.io import atomic_write_json
+from fersuite.utils.run_info import environment, print_summary, write_metrics
+
+__all__ = ["finish_run", "make_trainer", "prepare_run", "train"]
+
+log = logging.getLogger("fersuite.train")
+
+
+def prepare_run(cfg: DictConfig, resume: bool = True) -> tuple[Path, str | None]:
+    """The config changes of a run, in one place, before anything is built: the output dir
+    (the Hydra run dir, else the working dir), validation, resume (``resume=auto`` /
+    ``ckpt_path``; may switch ``paths.output_dir``) and the seed.
+
+    Returns the run dir and the checkpoint to resume from (None: a fresh run)."""
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
+    validate_config(cfg)
+    ckpt_path = prepare_resume(cfg) if resume else None
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    return out_dir, ckpt_path
+
+
+def make_trainer(
+    cfg: DictConfig, out_dir: Path, resuming: bool = False, extra: dict[str, Any] | None = None
+) -> tuple[L.Trainer, list[L.Callback]]:
+    """The Lightning trainer of ``cfg.trainer`` with the config's callbacks, loggers and
+    plugins; writes ``run_info.json`` (config, environment and ``extra``)."""
+    loggers = build_loggers(cfg, wandb_id=read_wandb_id(out_dir) if resuming else None)
+    remember_wandb_id(loggers, out_dir)
+    callbacks = build_callbacks(cfg, has_logger=bool(loggers))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=build_plugins(cfg)
+    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if trainer.is_global_zero:
+        info = {"config": config, **environment(), **(extra or {})}
+        atomic_write_json(out_dir / "run_info.json", info)
+    for lg in loggers:
+        lg.log_hyperparams(config)  # type: ignore[arg-type]
+    return trainer, callbacks
+
+
+def finish_run(
+    trainer: L.Trainer,
+    callbacks: list[L.Callback],
+    values: dict[str, Any],
+    out_dir: Path,
+    paths: dict[str, str],
+) -> dict[str, float]:
+    """Merge the callbacks' results into ``values``; on rank 0 write ``metrics.json``, update
+    the W&B summary and print the summary table. Returns the metrics (empty on other ranks)."""
+    for cb in callbacks:
+        values.update(getattr(cb, "results", {}) or {})
+    if not trainer.is_global_zero:
+        return {}
+    skipped = values.get("efficiency/skipped_ops")
+    if skipped:
+        log.info("MACs do not count these operators (fvcore): %s", ", ".join(map(str, skipped)))
+    metrics = write_metrics(out_dir / "metrics.json", values)
+    update_wandb_summary(metrics)  # final test + efficiency figures in the W&B summary
+    print_summary(metrics, {**paths, "run dir": str(out_dir)})
+    return metrics
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train and test one configuration; return its final metrics.
+
+    ``train=false ckpt_path=<file>`` is an alias of ``fersuite-eval``
+    (:func:`fersuite.evaluation.evaluate`)."""
+    from fersuite.evaluation import evaluate, wants_checkpoint_eval
+
+    if wants_checkpoint_eval(cfg):
+        return evaluate(cfg)
+    out_dir, ckpt_path = prepare_run(cfg)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule)
+    module.checkpoint_meta = checkpoint_metadata(
+        cfg, datamodule, has_va=getattr(module, "has_va", None)
+    )
+    trainer, callbacks = make_trainer(cfg, out_dir, resuming=bool(ckpt_path))
+
+    fitting = bool(cfg.get("train", True))
+    if fitting:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    values: dict[str, Any] = dict(trainer.callback_metrics)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test", True):
+        # After fit: the best checkpoint; train=false ckpt_path=last: that one.
+        ckpt = (best or None) if fitting else cfg.get("ckpt_path")
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        values.update(trainer.callback_metrics)
+    return finish_run(trainer, callbacks, values, out_dir, {"checkpoint": best or "(none)"})
