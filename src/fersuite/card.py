@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fersuite.errors import UserError
 from fersuite.types import InputSpec
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ CROP_KINDS = ("center", "whole", "box", "detector")
 DETECTORS = ("yunet", "haar")
 
 
-class ModelCardFormatError(ValueError):
+class ModelCardFormatError(UserError, ValueError):
     """A model card (checkpoint metadata or sidecar) that is not in the expected shape."""
 
 
@@ -169,8 +170,12 @@ def spec_from(
 
 
 def _spec(size: Any, channels: Any, mean: Any, std: Any) -> InputSpec:
+    """A checked input spec keeping mean/std as given (one value stands for every channel)."""
     try:
-        return spec_from(int(size), int(channels), list(mean), list(std), "model card input")
+        spec_from(int(size), int(channels), list(mean), list(std), "model card input")
+        return InputSpec(
+            int(size), int(channels), tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        )
     except (TypeError, ValueError) as exc:
         raise ModelCardFormatError(str(exc)) from exc
 
@@ -292,9 +297,9 @@ def decode_face(
 ) -> tuple[np.ndarray, bool]:
     """The face of ``path`` as a ``size``×``size`` uint8 array, cut as ``crop`` says.
 
-    ``box`` (stored-image pixels) is used with ``kind='box'``; ``detector`` with
-    ``kind='detector'`` (built by the caller: it needs a model file). Without them, and for
-    ``center``/``whole``, the centre square. The flag is False when a detector found no face.
+    ``box`` (stored-image pixels; ``kind='box'``) or else ``detector`` (``kind='detector'``;
+    built by the caller: it needs a model file) gives the face, widened by the margin; without
+    them the centre square. The flag is False when a detector found no face.
     Raises :class:`fersuite.data.images.ImageReadError` for unreadable files.
     """
     from fersuite.data.faces import load_face
@@ -304,9 +309,9 @@ def decode_face(
         Path(path),
         color_mode(channels),
         size,
-        box=box if crop.kind == "box" else None,
+        box=box,
         margin=crop.margin,
-        detector=detector if crop.kind == "detector" else None,
+        detector=detector,
         exif_transpose=crop.exif,
     )
 
