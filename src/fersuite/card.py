@@ -82,7 +82,9 @@ class FaceCrop:
 
     def __post_init__(self) -> None:
         if self.kind not in CROP_KINDS:
-            raise ModelCardFormatError(f"face_crop.kind={self.kind!r}; expected one of {CROP_KINDS}")
+            raise ModelCardFormatError(
+                f"face_crop.kind={self.kind!r}; expected one of {CROP_KINDS}"
+            )
         margin = float(self.margin)
         if not 0.0 <= margin <= 2.0 or math.isnan(margin):
             raise ModelCardFormatError(f"face_crop.margin={self.margin}; expected 0..2")

@@ -28,6 +28,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from fersuite.apps import run_app, task_wrapper
+from fersuite.card import FaceCrop
 from fersuite.config import CONFIG_DIR
 from fersuite.deploy.base import INPUT_NAME
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
@@ -50,7 +51,7 @@ def print_export(info: dict[str, Any], out_dir: Path) -> None:
     table.add_row("opset", str(info.get("opset")))
     inp = info["input"]
     table.add_row("input", f"{INPUT_NAME}: N x {inp['channels']} x {inp['size']} x {inp['size']}")
-    table.add_row("face crop", str(inp.get("preprocessing", "")).split(" -> ")[1])
+    table.add_row("face crop", FaceCrop.from_dict(info.get("face_crop") or {}).describe())
     ver = info.get("verification", {})
     if ver.get("performed"):
         table.add_row(

@@ -109,16 +109,17 @@ def sidecar(card: ModelCard, s: ExportSettings, info: dict[str, Any], ckpt: Path
     """The ``model.json`` content: the model card plus the export's facts (verification and
     latency are added by the caller)."""
     n = len(card.class_names)
+    exif = "applied" if card.face_crop.exif else "ignored"
     out = card.to_dict()
     out["input"].update(
         name=INPUT_NAME,
         layout="NCHW",
         dtype="float32",
         batch=[1, s.max_batch],
-        preprocessing=f"image file -> EXIF orientation {'applied' if card.face_crop.exif else 'ignored'}"
-        f" -> face crop ({card.face_crop.describe()}) resized to {card.crop_size}x"
-        f"{card.crop_size} -> gray/RGB to `channels` -> antialiased resize to size x size -> "
-        "/255 -> (x - mean) / std (fersuite.card.load_input)",
+        preprocessing=f"image file -> EXIF orientation {exif} -> face crop "
+        f"({card.face_crop.describe()}) resized to {card.crop_size}x{card.crop_size} -> "
+        "gray/RGB to `channels` -> antialiased resize to size x size -> /255 -> "
+        "(x - mean) / std (fersuite.card.load_input)",
     )
     return {
         "format": s.format,
