@@ -239,6 +239,11 @@ class ModelCard:
                 "std": list(self.input.std),
             },
             "face_crop": self.face_crop.to_dict(),
+            # the pre-card keys, for readers of the old format (older fersuite versions)
+            "input_size": self.input.size,
+            "in_chans": self.input.channels,
+            "mean": list(self.input.mean),
+            "std": list(self.input.std),
         }
 
     @classmethod
@@ -383,6 +388,10 @@ def training_card(
             "std": [float(v) for v in std],
         },
         "face_crop": (face_crop or FaceCrop()).to_dict(),
+        "input_size": int(input_size),
+        "in_chans": int(in_chans),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
     }
     try:
         return ModelCard.from_dict(raw, "model").to_dict()
