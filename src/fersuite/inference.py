@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,11 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "PredictError",
     "Predictor",
+    "choose_face_crop",
     "find_images",
     "load_predictor",
     "predict_files",
+    "print_predictions",
     "read_sidecar",
     "write_predictions",
 ]
@@ -179,6 +181,46 @@ def predict_files(
     return rows
 
 
+def choose_face_crop(
+    card: ModelCard,
+    face_detector: str | None = None,
+    model: str | None = None,
+    margin: float | None = None,
+    score_threshold: float | None = None,
+) -> tuple[FaceCrop | None, Any]:
+    """(face crop overriding the card's, or None; detector) for fersuite-predict's face_* keys.
+
+    ``face_detector=None`` follows the card: its detector (needing ``model``) or its crop.
+    ``none`` takes the centre square; ``yunet``/``haar`` a detector with ``margin`` and
+    ``score_threshold`` (default: the card's for the same detector, else 0.2 and 0.6)."""
+    crop = card.face_crop
+    name = face_detector or (crop.detector if crop.kind == "detector" else "none")
+    if name == "none":
+        return (FaceCrop(kind="center", exif=crop.exif) if face_detector else None), None
+    try:
+        from fersuite.data import faces
+    except ImportError as exc:
+        raise PredictError(
+            f"face_detector={name} needs fersuite.data.faces, which this installation lacks"
+        ) from exc
+    same = crop.kind == "detector" and crop.detector == name
+    if margin is None:
+        margin = crop.margin if same else 0.2
+    if score_threshold is None:
+        score_threshold = (crop.score_threshold if same else None) or 0.6
+    if not 0.0 <= float(margin) <= 2.0:
+        raise PredictError(f"face_margin={margin}; expected a fraction in [0, 2]")
+    try:
+        detector = faces.make_detector(name, model, float(score_threshold))
+    except ValueError as exc:  # ConfigError: names the data.* key it checks
+        text = str(exc).replace("data.face_", "face_")
+        if not face_detector:
+            text = f"the model card says faces were cut with {name}: {text} (or face_detector=none)"
+        raise PredictError(text) from exc
+    chosen = FaceCrop("detector", float(margin), name, float(score_threshold), crop.exif)
+    return replace(chosen, crop_size=crop.crop_size), detector
+
+
 def write_predictions(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     """``.csv`` or ``.json`` (a list of rows), written atomically."""
     from fersuite.reporting.tables import write_csv
@@ -192,3 +234,32 @@ def write_predictions(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     else:
         raise PredictError(f"output={out}: expected a .csv or .json file name (or null)")
     return out
+
+
+def print_predictions(rows: Sequence[dict[str, Any]], limit: int = 50) -> None:
+    from rich.table import Table
+
+    from fersuite.utils.console import make_console
+
+    table = Table(title=f"fersuite predictions ({len(rows)} images)")
+    for col in ("file", "expression"):
+        table.add_column(col)
+    table.add_column("confidence", justify="right")
+    has_va = bool(rows) and "valence" in rows[0]
+    if has_va:
+        table.add_column("valence", justify="right")
+        table.add_column("arousal", justify="right")
+    has_face = bool(rows) and "face_found" in rows[0]
+    if has_face:
+        table.add_column("face")
+    for row in rows[:limit]:
+        cells = [Path(row["file"]).name, row["expression"], f"{row['confidence']:.3f}"]
+        if has_va:
+            cells += [f"{row['valence']:+.3f}", f"{row['arousal']:+.3f}"]
+        if has_face:
+            cells.append("found" if row["face_found"] else "none: centre crop")
+        table.add_row(*cells)
+    console = make_console()
+    console.print(table)
+    if len(rows) > limit:
+        console.print(f"... and {len(rows) - limit} more (see the output file)")

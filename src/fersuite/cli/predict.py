@@ -31,17 +31,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from fersuite.card import FaceCrop, ModelCard
 from fersuite.inference import (
     PredictError,
+    choose_face_crop,
     find_images,
     load_predictor,
     predict_files,
+    print_predictions,
     write_predictions,
 )
 
@@ -94,35 +94,6 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
     return cfg
 
 
-def face_crop_for(card: ModelCard, cfg: dict[str, Any]) -> tuple[FaceCrop | None, Any]:
-    """(face crop override or None for the card's, detector) from the face_* arguments."""
-    crop = card.face_crop
-    name = cfg["face_detector"] or (crop.detector if crop.kind == "detector" else "none")
-    if name == "none":
-        return (FaceCrop(kind="center", exif=crop.exif) if cfg["face_detector"] else None), None
-    try:
-        from fersuite.data import faces
-    except ImportError as exc:
-        raise PredictError(
-            f"face_detector={name} needs fersuite.data.faces, which this installation lacks"
-        ) from exc
-    same = crop.kind == "detector" and crop.detector == name
-    margin = cfg["face_margin"] if cfg["face_margin"] is not None else crop.margin if same else 0.2
-    thr = cfg["face_score_threshold"]
-    thr = thr if thr is not None else (crop.score_threshold if same else None) or 0.6
-    if not 0.0 <= float(margin) <= 2.0:
-        raise PredictError(f"face_margin={margin}; expected a fraction in [0, 2]")
-    try:
-        detector = faces.make_detector(name, cfg["face_detector_model"], float(thr))
-    except ValueError as exc:  # ConfigError: names the data.* key it checks
-        text = str(exc).replace("data.face_", "face_")
-        if not cfg["face_detector"]:
-            text = f"the model card says faces were cut with {name}: {text} (or face_detector=none)"
-        raise PredictError(text) from exc
-    over = FaceCrop("detector", float(margin), name, float(thr), crop.exif, crop.crop_size)
-    return over, detector
-
-
 def run(argv: Sequence[str]) -> list[dict[str, Any]]:
     from fersuite.deploy.base import ExportError
     from fersuite.models.weights import PretrainedWeightsError
@@ -135,7 +106,13 @@ def run(argv: Sequence[str]) -> list[dict[str, Any]]:
         predictor = load_predictor(cfg["ckpt_path"], threads=cfg["threads"])
     except (FileNotFoundError, PretrainedWeightsError, ExportError) as exc:
         raise PredictError(str(exc)) from exc
-    face_crop, detector = face_crop_for(predictor.card, cfg)
+    face_crop, detector = choose_face_crop(
+        predictor.card,
+        cfg["face_detector"],
+        cfg["face_detector_model"],
+        cfg["face_margin"],
+        cfg["face_score_threshold"],
+    )
     files = find_images(cfg["inputs"])
     rows = predict_files(predictor, files, cfg["batch_size"], face_crop, detector)
     print_predictions(rows)
@@ -144,35 +121,6 @@ def run(argv: Sequence[str]) -> list[dict[str, Any]]:
         out = write_predictions(cfg["output"], rows)
         print(f"predictions: {out}")
     return rows
-
-
-def print_predictions(rows: Sequence[dict[str, Any]], limit: int = 50) -> None:
-    from rich.table import Table
-
-    from fersuite.utils.console import make_console
-
-    table = Table(title=f"fersuite predictions ({len(rows)} images)")
-    for col in ("file", "expression"):
-        table.add_column(col)
-    table.add_column("confidence", justify="right")
-    has_va = bool(rows) and "valence" in rows[0]
-    if has_va:
-        table.add_column("valence", justify="right")
-        table.add_column("arousal", justify="right")
-    has_face = bool(rows) and "face_found" in rows[0]
-    if has_face:
-        table.add_column("face")
-    for row in rows[:limit]:
-        cells = [Path(row["file"]).name, row["expression"], f"{row['confidence']:.3f}"]
-        if has_va:
-            cells += [f"{row['valence']:+.3f}", f"{row['arousal']:+.3f}"]
-        if has_face:
-            cells.append("found" if row["face_found"] else "none: centre crop")
-        table.add_row(*cells)
-    console = make_console()
-    console.print(table)
-    if len(rows) > limit:
-        console.print(f"... and {len(rows) - limit} more (see the output file)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
