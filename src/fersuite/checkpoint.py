@@ -1,8 +1,9 @@
 """Rebuilding a model from a fersuite checkpoint, without running anything the file says.
 
-Every checkpoint written by ``fersuite-train`` carries, under the key ``"fersuite"``, plain
-data only: the model config (``model_cfg``: an architecture name of the model registry plus
-plain keyword values), the class names, the input spec and the data normalisation.
+Every checkpoint written by ``fersuite-train`` carries, under the key ``"fersuite"``, its
+:class:`~fersuite.card.ModelCard` as plain data only: the model config (``model_cfg``: an
+architecture name of the model registry plus plain keyword values), the class names, the
+input spec, the data normalisation and the face crop.
 ``torch.load(weights_only=True)`` can read it, so a crafted pickle is refused instead of
 executed. The model config is never given to Hydra's ``instantiate`` (a nested ``_target_``
 would run, e.g. ``builtins.open(path, "w")``): :func:`check_model_card` accepts only the
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from fersuite.card import FaceCrop, ModelCard, ModelCardFormatError
 from fersuite.models.weights import PretrainedWeightsError, describe_mismatch
 
 META_KEY = "fersuite"
@@ -129,40 +130,31 @@ def trained_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
     return copy.deepcopy(card)
 
 
-@dataclass(frozen=True)
-class CheckpointMeta:
-    """What a checkpoint says about the model it holds."""
-
-    model_cfg: dict[str, Any]
-    class_names: tuple[str, ...]
-    has_va: bool
-    input_size: int
-    in_chans: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model_cfg": self.model_cfg,
-            "class_names": list(self.class_names),
-            "has_va": self.has_va,
-            "input_size": self.input_size,
-            "in_chans": self.in_chans,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CheckpointMeta:
-        return cls(
-            model_cfg=dict(d["model_cfg"]),
-            class_names=tuple(d["class_names"]),
-            has_va=bool(d.get("has_va", True)),
-            input_size=int(d["input_size"]),
-            in_chans=int(d["in_chans"]),
-            mean=tuple(float(v) for v in d.get("mean", (0.5,))),
-            std=tuple(float(v) for v in d.get("std", (0.5,))),
-        )
+def CheckpointMeta(  # noqa: N802 - the pre-card class name, kept for its callers
+    *,
+    model_cfg: dict[str, Any],
+    class_names: Sequence[str],
+    has_va: bool,
+    input_size: int,
+    in_chans: int,
+    mean: Sequence[float] = (0.5,),
+    std: Sequence[float] = (0.5,),
+    face_crop: FaceCrop | None = None,
+) -> ModelCard:
+    """A :class:`~fersuite.card.ModelCard` from the old ``CheckpointMeta`` fields."""
+    return ModelCard.from_dict(
+        {
+            "model_cfg": model_cfg,
+            "class_names": list(class_names),
+            "has_va": has_va,
+            "input_size": input_size,
+            "in_chans": in_chans,
+            "mean": list(mean),
+            "std": list(std),
+            "face_crop": (face_crop or FaceCrop()).to_dict(),
+        },
+        "<CheckpointMeta>",
+    )
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -184,14 +176,22 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
-def checkpoint_meta(ckpt: dict[str, Any], source: str = "<checkpoint>") -> CheckpointMeta:
+def checkpoint_meta(ckpt: dict[str, Any], source: str = "<checkpoint>") -> ModelCard:
+    """The checkpoint's :class:`~fersuite.card.ModelCard` (also from pre-card checkpoints)."""
     meta = ckpt.get(META_KEY)
     if not isinstance(meta, dict) or "model_cfg" not in meta:
         raise PretrainedWeightsError(
             f"{source} has no '{META_KEY}' metadata (model config, classes, input spec); "
             "was it written by fersuite-train?"
         )
-    return CheckpointMeta.from_dict(meta)
+    try:
+        return ModelCard.from_dict(meta, source)
+    except ModelCardFormatError as exc:
+        raise PretrainedWeightsError(str(exc)) from exc
+
+
+#: The card of a checkpoint (the new name of :func:`checkpoint_meta`).
+checkpoint_card = checkpoint_meta
 
 
 def net_state_dict(ckpt: dict[str, Any], prefix: str = "net.") -> dict[str, torch.Tensor]:
@@ -203,8 +203,9 @@ def net_state_dict(ckpt: dict[str, Any], prefix: str = "net.") -> dict[str, torc
 
 def load_model_from_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild the trained network from a fersuite checkpoint (eval mode)."""
+) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the trained network and read its model card from a fersuite checkpoint
+    (eval mode)."""
     ckpt = read_checkpoint(path)
     meta = checkpoint_meta(ckpt, str(path))
     card = trained_model_card(meta.model_cfg, str(path))

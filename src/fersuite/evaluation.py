@@ -22,12 +22,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from fersuite.checkpoint import (
-    CheckpointMeta,
-    checkpoint_meta,
-    read_checkpoint,
-    trained_model_card,
-)
+from fersuite.card import ModelCard
+from fersuite.checkpoint import checkpoint_meta, read_checkpoint, trained_model_card
 from fersuite.config import ConfigError
 from fersuite.labels import canonical_name, mapping_indices
 from fersuite.types import AffectOutput
@@ -48,7 +44,7 @@ def wants_checkpoint_eval(cfg: DictConfig) -> bool:
     return not cfg.get("train", True) and bool(ckpt) and str(ckpt) != "last"
 
 
-def adopt_checkpoint_model(cfg: DictConfig) -> CheckpointMeta:
+def adopt_checkpoint_model(cfg: DictConfig) -> ModelCard:
     """The one config change of an evaluation, before it starts: ``cfg.model`` becomes the
     checkpoint's (so ``run_info.json`` records what was evaluated) and the data's input
     (``data.image_size``, ``in_chans``, ``mean``, ``std``) the checkpoint's."""

@@ -91,7 +91,7 @@ def test_legacy_exporter_and_automatic_fallback(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("unsupported operator aten::frobnicate\nmore detail")
 
-    monkeypatch.setattr("fersuite.export._export_dynamo", broken)
+    monkeypatch.setattr("fersuite.deploy.onnx._export_dynamo", broken)
     auto = export_checkpoint(ckpt, ExportSettings(latency_runs=0, verify_faces=2), tmp_path / "b")
     assert auto["exporter"] == "legacy"
     assert auto["fallback_reason"] == "RuntimeError: unsupported operator aten::frobnicate"

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fersuite.card import FaceCrop
 from fersuite.data.base import ArraySplit
 from fersuite.data.cache import CacheWriter, file_identity
 from fersuite.data.cached import CachedDataModule, dir_identity, stratified_split
@@ -119,6 +120,11 @@ class AffectNetDataModule(CachedDataModule):
             raise DataFormatError(f"data.crop_margin={crop_margin}; expected 0..1")
         self.class_names = CANONICAL_CLASSES[:num_classes]
         self.crop_margin = float(crop_margin)
+
+    @property
+    def face_crop(self) -> FaceCrop:
+        """The listed face box widened by ``crop_margin`` (the centre square without a box)."""
+        return FaceCrop(kind="box", margin=self.crop_margin, crop_size=self.cache_size)
 
     def _list(self, name: str) -> Path:
         return self.root / LISTS_DIR / name

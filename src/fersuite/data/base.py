@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from fersuite.card import FaceCrop
 from fersuite.data.samplers import ResumableSampler
 from fersuite.data.transforms import AugmentConfig, build_transforms
 
@@ -147,6 +148,13 @@ class AffectDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------------
+    @property
+    def face_crop(self) -> FaceCrop:
+        """How this data cuts a face out of an image file (recorded in the model card, used
+        again at prediction time). Default: the images are already square face crops, used
+        whole."""
+        return FaceCrop(kind="whole")
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fersuite.card import FaceCrop
 from fersuite.data.base import SPLITS, ArraySplit
 from fersuite.data.cache import CacheWriter
 from fersuite.data.cached import CachedDataModule
@@ -304,6 +305,11 @@ class FER2013DataModule(CachedDataModule):
         self.ferplus_labels = Path(ferplus_labels).expanduser() if ferplus_labels else None
         self.ferplus_mode = ferplus_mode
         self.class_names = FERPLUS_CLASSES if self.ferplus_labels else FER2013_CLASSES
+
+    @property
+    def face_crop(self) -> FaceCrop:
+        """The whole 48×48 face image."""
+        return FaceCrop(kind="whole", crop_size=SIDE)
 
     @property
     def csv_path(self) -> Path:

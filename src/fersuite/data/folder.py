@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from fersuite.card import FaceCrop, decode_face
 from fersuite.data.base import SPLITS, ArraySplit
 from fersuite.data.cache import CacheWriter
 from fersuite.data.cached import CachedDataModule, stratified_split
 from fersuite.data.csvio import CsvTable, FieldError, parse_float, require_dir, require_file
 from fersuite.data.errors import BadSamples, DataFormatError
-from fersuite.data.faces import FaceDetector, load_face, make_detector
+from fersuite.data.faces import FaceDetector, make_detector
 from fersuite.data.images import IMAGE_EXTENSIONS
 from fersuite.labels import ALIASES, CANONICAL_CLASSES, canonical_name
 
@@ -89,6 +90,20 @@ class FolderDataModule(CachedDataModule):
         detector = make_detector(face_detector, face_detector_model, self.face_score_threshold)
         model_file = getattr(detector, "model", None)  # the file actually read (haar: bundled)
         self.detector_file = Path(model_file) if model_file else None
+
+    @property
+    def face_crop(self) -> FaceCrop:
+        """The centre square, or the detector's face widened by ``crop_margin``; EXIF applied."""
+        if self.face_detector == "none":
+            return FaceCrop(kind="center", exif=True, crop_size=self.cache_size)
+        return FaceCrop(
+            kind="detector",
+            margin=self.crop_margin,
+            detector=self.face_detector,
+            score_threshold=self.face_score_threshold,
+            exif=True,
+            crop_size=self.cache_size,
+        )
 
     def _va_path(self, va_csv: str | None) -> Path | None:
         if not va_csv:
@@ -273,15 +288,12 @@ class FolderDataModule(CachedDataModule):
         out = writer.empty(name, (len(items), *self.image_shape()))
         found = np.ones(len(items), dtype=bool)
 
+        crop = self.face_crop
+
         def decode(job: tuple[int, FolderImage]) -> np.ndarray:
-            i, it = job
-            arr, found[i] = load_face(
-                self.root / it.rel,
-                self.color,
-                self.cache_size,
-                margin=self.crop_margin,
-                detector=detector,
-                exif_transpose=True,
+            i, it = job  # the same decoding as fersuite-predict (fersuite.card)
+            arr, found[i] = decode_face(
+                crop, self.root / it.rel, self.in_chans, self.cache_size, detector
             )
             return arr
 

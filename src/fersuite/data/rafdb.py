@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fersuite.card import FaceCrop
 from fersuite.data.base import ArraySplit
 from fersuite.data.cache import CacheWriter
 from fersuite.data.cached import CachedDataModule, stratified_split
@@ -77,6 +78,11 @@ class RAFDBDataModule(CachedDataModule):
     layout = LAYOUT
     has_va = False
     class_names = RAFDB_CLASSES
+
+    @property
+    def face_crop(self) -> FaceCrop:
+        """The aligned face images, used whole."""
+        return FaceCrop(kind="whole", crop_size=self.cache_size)
 
     @property
     def label_path(self) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from fersuite.card import FaceCrop
 from fersuite.data.base import AffectDataModule, ArraySplit
 from fersuite.data.synthetic import render_faces
 from fersuite.labels import CANONICAL_CLASSES
@@ -53,6 +54,11 @@ class SyntheticDataModule(AffectDataModule):
         self.difficulty = difficulty
         self.noise = noise
         self.cache_dir = Path(cache_dir) if cache_dir else None
+
+    @property
+    def face_crop(self) -> FaceCrop:
+        """The rendered square faces, used whole."""
+        return FaceCrop(kind="whole", crop_size=self.render_size)
 
     def cache_key(self, split: str) -> str:
         params = {

@@ -1,4 +1,5 @@
-"""Adapting one batch, on its device, to what each model expects (its ``InputSpec``).
+"""Adapting one batch, on its device, to what each model expects (its ``InputSpec``, the
+``input`` of its :class:`~fersuite.card.ModelCard`).
 
 The data pipeline produces one normalised batch (the *data spec*: size, channels, mean,
 std). The teacher and the student may want something else — EmoNet takes 256×256 RGB in
@@ -9,47 +10,16 @@ second data pipeline is involved.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
+from fersuite.card import channel_stats, spec_from
 from fersuite.types import InputSpec
 
 __all__ = ["LUMA_WEIGHTS", "adapt_images", "channel_stats", "same_input", "spec_from"]
 
 #: ITU-R BT.601 luma, as used by the data pipeline's RGB -> grayscale conversion.
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
-
-
-def channel_stats(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
-    """Broadcast a per-channel mean/std to ``channels`` values (1 value -> all channels)."""
-    vals = tuple(float(v) for v in values)
-    if len(vals) == 1:
-        vals = vals * channels
-    if len(vals) != channels:
-        raise ValueError(
-            f"{what} has {len(vals)} values for {channels} channels; expected 1 or {channels}"
-        )
-    if what.endswith("std") and any(v <= 0 for v in vals):
-        raise ValueError(f"{what}={list(vals)}; standard deviations must be > 0")
-    return vals
-
-
-def spec_from(
-    size: int, channels: int, mean: Sequence[float], std: Sequence[float], what: str = "input"
-) -> InputSpec:
-    """An :class:`InputSpec` with mean/std broadcast to ``channels`` values (validated)."""
-    if channels not in (1, 3):
-        raise ValueError(f"{what} has {channels} channels; fersuite supports 1 or 3")
-    if size < 1:
-        raise ValueError(f"{what} size={size}; expected >= 1")
-    return InputSpec(
-        size=int(size),
-        channels=int(channels),
-        mean=channel_stats(mean, channels, f"{what} mean"),
-        std=channel_stats(std, channels, f"{what} std"),
-    )
 
 
 def _normalised(spec: InputSpec) -> InputSpec:

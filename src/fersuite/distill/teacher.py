@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from fersuite.config import ConfigError
-from fersuite.distill.adapt import spec_from
 from fersuite.distill.labels import default_teacher_classes
 from fersuite.models.weights import PretrainedWeightsError
 from fersuite.types import AffectOutput, InputSpec
@@ -114,14 +113,13 @@ def _require_file(path: str | None, key: str, what: str) -> Path:
 def _load_checkpoint_teacher(path: Path, classes: Sequence[str] | None) -> FrozenTeacher:
     from fersuite.checkpoint import load_model_from_checkpoint
 
-    net, meta = load_model_from_checkpoint(path)
-    spec = spec_from(meta.input_size, meta.in_chans, meta.mean, meta.std, f"teacher {path}")
-    names = tuple(classes) if classes else meta.class_names
+    net, card = load_model_from_checkpoint(path)
+    names = tuple(classes) if classes else card.class_names
     return FrozenTeacher(
         net,
         names,
-        spec,
-        has_va=meta.has_va,
+        card.input,  # the teacher's model card says what it was trained on
+        has_va=card.has_va,
         source=f"checkpoint:{path}",
         weights_sha256=file_sha256(path),
     )

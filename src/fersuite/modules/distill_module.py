@@ -353,14 +353,9 @@ class DistillationModule(AffectModule):
         # The student's checkpoint records what the *student* is fed (it may differ from the
         # data's size/channels when the data pipeline serves the teacher's resolution).
         if meta is not None and "student_spec" in self.__dict__:
-            meta = dict(meta)
-            spec = self.student_spec
-            meta.update(
-                input_size=spec.size,
-                in_chans=spec.channels,
-                mean=list(spec.mean),
-                std=list(spec.std),
-            )
+            from fersuite.card import ModelCard
+
+            meta = ModelCard.from_dict(meta, "student").with_input(self.student_spec).to_dict()
         self.__dict__["_checkpoint_meta"] = meta
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -82,20 +82,24 @@ def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list[Any]:
 def checkpoint_metadata(
     cfg: DictConfig, datamodule: Any, has_va: bool | None = None
 ) -> dict[str, Any]:
-    """Plain data stored in every checkpoint so the model can be rebuilt safely.
+    """The model card (:class:`fersuite.card.ModelCard`, plain data) stored in every checkpoint
+    so the model can be rebuilt safely and fed what it learned from.
 
     ``has_va``: the model's valence/arousal heads were trained (the module's ``has_va``: data
-    with VA and a loss that trains it); defaults to the dataset's."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    return CheckpointMeta(
-        model_cfg=model_cfg,  # type: ignore[arg-type]
-        class_names=tuple(datamodule.class_names),
+    with VA and a loss that trains it); defaults to the dataset's. The face crop is the
+    datamodule's ``face_crop``."""
+    from fersuite.card import training_card
+
+    return training_card(
+        OmegaConf.to_container(cfg.model, resolve=True),
+        class_names=datamodule.class_names,
         has_va=bool(datamodule.has_va if has_va is None else has_va),
-        input_size=int(datamodule.image_size),
-        in_chans=int(datamodule.in_chans),
-        mean=tuple(float(v) for v in datamodule.mean),
-        std=tuple(float(v) for v in datamodule.std),
-    ).to_dict()
+        input_size=datamodule.image_size,
+        in_chans=datamodule.in_chans,
+        mean=datamodule.mean,
+        std=datamodule.std,
+        face_crop=getattr(datamodule, "face_crop", None),
+    )
 
 
 def build_module(cfg: DictConfig, datamodule: Any, **kwargs: Any) -> L.LightningModule:
