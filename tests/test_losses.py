@@ -91,3 +91,35 @@ def test_class_weights_and_label_smoothing() -> None:
 def test_bad_loss_config(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         AffectLoss(**kwargs)  # type: ignore[arg-type]
+
+
+def test_build_loss_takes_auto_class_weights_from_the_training_split() -> None:
+    from omegaconf import OmegaConf
+
+    from fersuite.modules.affect_module import build_loss
+
+    class FakeData:
+        def __init__(self) -> None:
+            self.stages: list[str] = []
+
+        def setup(self, stage: str) -> None:
+            self.stages.append(stage)
+
+        def class_weights(self) -> torch.Tensor:
+            return torch.tensor([0.5, 2.0, 1.0])
+
+    cfg = OmegaConf.create(
+        {"loss": {"_target_": "fersuite.losses.affect.AffectLoss", "class_weights": "auto"}}
+    )
+    data = FakeData()
+    loss = build_loss(cfg, data)
+    assert data.stages == ["fit"]
+    assert torch.equal(loss.class_weights, torch.tensor([0.5, 2.0, 1.0]))
+
+    def refuse(loss: object, loss_cfg: dict) -> None:
+        raise ValueError(f"refused {loss_cfg['_target_']}")
+
+    data = FakeData()
+    with pytest.raises(ValueError, match=r"refused fersuite\.losses\.affect\.AffectLoss"):
+        build_loss(cfg, data, check=refuse)
+    assert data.stages == []  # refused before the data is set up

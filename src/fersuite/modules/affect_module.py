@@ -171,19 +171,10 @@ def build_affect_module(
     names it: ``task.module``). ``net`` (a trained network) skips building one
     (``net_has_va``: its checkpoint says its VA heads were trained)."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     if net is None:
         net = instantiate(cfg.model, num_classes=datamodule.num_classes)
-    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
-    assert isinstance(loss_cfg, dict)
-    auto_weights = loss_cfg.get("class_weights") == "auto"
-    if auto_weights:
-        loss_cfg["class_weights"] = None
-    loss = instantiate(loss_cfg)
-    if auto_weights:
-        datamodule.setup("fit")
-        loss.set_class_weights(datamodule.class_weights())
+    loss = build_loss(cfg, datamodule)
     return AffectModule(
         net=net,
         loss=loss,
@@ -198,3 +189,25 @@ def build_affect_module(
         compile=cfg.get("compile", False),
         monitor_mode=cfg.get("monitor_mode"),
     )
+
+
+def build_loss(
+    cfg: Any, datamodule: Any, check: Callable[[Any, dict[str, Any]], None] | None = None
+) -> Any:
+    """The loss of ``cfg.loss``; ``class_weights: auto`` takes the training split's inverse
+    class frequencies (after ``check(loss, loss_cfg)``, which may refuse the loss first)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
+    assert isinstance(loss_cfg, dict)
+    auto_weights = loss_cfg.get("class_weights") == "auto"
+    if auto_weights:
+        loss_cfg["class_weights"] = None
+    loss = instantiate(loss_cfg)
+    if check is not None:
+        check(loss, loss_cfg)
+    if auto_weights:
+        datamodule.setup("fit")
+        loss.set_class_weights(datamodule.class_weights())
+    return loss

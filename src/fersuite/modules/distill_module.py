@@ -38,7 +38,12 @@ from fersuite.distill.labels import ClassMap
 from fersuite.distill.teacher import FrozenTeacher, load_teacher
 from fersuite.losses.distill import DistillationLoss, FeatureHint
 from fersuite.metrics.affect import AffectMetrics
-from fersuite.modules.affect_module import AffectModule, OptimizerFactory, SchedulerFactory
+from fersuite.modules.affect_module import (
+    AffectModule,
+    OptimizerFactory,
+    SchedulerFactory,
+    build_loss,
+)
 from fersuite.types import AffectOutput, InputSpec
 
 __all__ = ["TEACHER_OUTPUT_MODES", "DistillationModule", "build_distill_module"]
@@ -397,20 +402,7 @@ def build_distill_module(cfg: DictConfig, datamodule: Any) -> DistillationModule
         teacher_input_size=d.get("teacher_input_size"),
     )
     net = instantiate(cfg.model, num_classes=datamodule.num_classes)
-    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
-    assert isinstance(loss_cfg, dict)
-    auto_weights = loss_cfg.get("class_weights") == "auto"
-    if auto_weights:
-        loss_cfg["class_weights"] = None
-    loss = instantiate(loss_cfg)
-    if not isinstance(loss, DistillationLoss):
-        raise ConfigError(
-            f"task=distill needs a distillation loss (loss=kd); loss._target_="
-            f"{loss_cfg.get('_target_')}"
-        )
-    if auto_weights:
-        datamodule.setup("fit")
-        loss.set_class_weights(datamodule.class_weights())
+    loss = build_loss(cfg, datamodule, check=_require_distillation_loss)
     data_spec = spec_from(
         datamodule.image_size, datamodule.in_chans, datamodule.mean, datamodule.std, "data"
     )
@@ -435,3 +427,11 @@ def build_distill_module(cfg: DictConfig, datamodule: Any) -> DistillationModule
         cache_num_workers=int(d.get("cache_num_workers") or 0),
         teacher_metrics=bool(d.get("teacher_metrics", True)),
     )
+
+
+def _require_distillation_loss(loss: Any, loss_cfg: dict[str, Any]) -> None:
+    if not isinstance(loss, DistillationLoss):
+        raise ConfigError(
+            f"task=distill needs a distillation loss (loss=kd); loss._target_="
+            f"{loss_cfg.get('_target_')}"
+        )
