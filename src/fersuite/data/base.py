@@ -188,8 +188,10 @@ class AffectDataModule(L.LightningDataModule):
         w = w / w[counts > 0].mean()
         return torch.tensor(w, dtype=torch.float32)
 
-    def dataset(self, split: str) -> ArrayAffectDataset:
-        train = split == "train"
+    def dataset(self, split: str, train: bool | None = None) -> ArrayAffectDataset:
+        """``split`` with the training transform (augmented) when ``train`` (default: the
+        train split only), else the evaluation transform."""
+        train = split == "train" if train is None else train
         tf = build_transforms(
             self.image_size,
             self.in_chans,

@@ -89,8 +89,9 @@ def checkpoint_metadata(
     with VA and a loss that trains it); defaults to the dataset's. The face crop is the
     datamodule's ``face_crop``."""
     from fersuite.card import training_card
+    from fersuite.deploy.calibration import training_data_record
 
-    return training_card(
+    card = training_card(
         OmegaConf.to_container(cfg.model, resolve=True),
         class_names=datamodule.class_names,
         has_va=bool(datamodule.has_va if has_va is None else has_va),
@@ -100,6 +101,12 @@ def checkpoint_metadata(
         std=datamodule.std,
         face_crop=getattr(datamodule, "face_crop", None),
     )
+    # Where calibration images for a quantised export come from (plain data; never
+    # instantiated: fersuite.deploy.calibration maps it onto a shipped data config).
+    record = training_data_record(cfg.get("data"))
+    if record is not None:
+        card["training_data"] = record
+    return card
 
 
 def build_module(cfg: DictConfig, datamodule: Any, **kwargs: Any) -> L.LightningModule:
