@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from fersuite.card import ModelCard
 from fersuite.config import CONFIG_DIR, ConfigError
@@ -62,7 +63,7 @@ def training_data_record(data_cfg: Any) -> dict[str, Any] | None:
             if isinstance(data_cfg, DictConfig)
             else dict(data_cfg)
         )
-    except Exception:  # an interpolation that only resolves inside the app: nothing recorded
+    except OmegaConfBaseException:  # an interpolation only the app resolves: nothing recorded
         return None
     if not isinstance(raw, dict) or not isinstance(raw.get("_target_"), str):
         return None
@@ -122,9 +123,9 @@ def data_config_for(
     values = record.get("values") or {}
     with open_dict(node):
         for key, value in values.items():
-            if key in node and key not in INPUT_KEYS and not key.startswith("_"):
-                if _is_plain(value):
-                    node[key] = value
+            usable = key in node and key not in INPUT_KEYS and not key.startswith("_")
+            if usable and _is_plain(value):
+                node[key] = value
         # resolve ${paths...} against the composed config, then detach
         node = OmegaConf.create(OmegaConf.to_container(node, resolve=False))
     merged = OmegaConf.create({"paths": composed.paths, "data": node})
@@ -161,7 +162,7 @@ def datamodule_for_card(data_cfg: DictConfig, card: ModelCard) -> Any:
                 root.data[key] = value
     try:
         resolved = OmegaConf.to_container(root.data, resolve=True)
-    except Exception as exc:
+    except OmegaConfBaseException as exc:
         raise ConfigError(f"data: cannot resolve the dataset config: {exc}") from exc
     dm = instantiate(resolved)
     dm.setup("fit")
