@@ -31,6 +31,7 @@ from fersuite.apps import run_app, task_wrapper
 from fersuite.card import FaceCrop
 from fersuite.config import CONFIG_DIR
 from fersuite.deploy.base import INPUT_NAME
+from fersuite.deploy.calibration import export_data_config
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 
 log = logging.getLogger("fersuite.export")
@@ -52,15 +53,31 @@ def print_export(info: dict[str, Any], out_dir: Path) -> None:
     inp = info["input"]
     table.add_row("input", f"{INPUT_NAME}: N x {inp['channels']} x {inp['size']} x {inp['size']}")
     table.add_row("face crop", FaceCrop.from_dict(info.get("face_crop") or {}).describe())
+    if info.get("quantize"):
+        table.add_row("quantize", str(info["quantize"]))
     ver = info.get("verification", {})
-    if ver.get("performed"):
+    if ver.get("performed") and ver.get("kind") == "agreement":
+        table.add_row(
+            f"top-1 agreement with fp32 ({ver['held_out_images']} held-out images)",
+            f"{ver['top1_agreement']:.3f} (>= {ver['min_agreement']:g})",
+        )
+        table.add_row(
+            "accuracy fp32 -> quantised",
+            f"{ver['accuracy_fp32']:.3f} -> {ver['accuracy_quantized']:.3f} "
+            f"(drop <= {ver['max_accuracy_drop']:g})",
+        )
+        table.add_row(
+            "max |diff| valence / arousal",
+            f"{ver['max_valence_diff']:.3g} / {ver['max_arousal_diff']:.3g}",
+        )
+    elif ver.get("performed"):
         table.add_row(
             f"max |diff| vs PyTorch ({ver['backend']})",
             f"{ver['max_abs_diff']:.2e} (<= {ver['atol']:g})",
         )
     lat = info.get("latency_b1") or {}
     if lat:
-        key = "ort" if "ort_median_ms" in lat else "torchscript"
+        key = lat.get("exported_key") or ("ort" if "ort_median_ms" in lat else "torchscript")
         table.add_row(
             f"latency b1, eager ({lat['threads']} thr)",
             f"{lat['eager_median_ms']:.2f} ms (p90 {lat['eager_p90_ms']:.2f})",
@@ -79,7 +96,10 @@ def hydra_main(cfg: DictConfig) -> None:
         cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
     settings = ExportSettings.from_config(cfg.get("export"))
     out_dir = Path(settings.out_dir or cfg.paths.output_dir)
-    info = export_checkpoint(cfg.ckpt_path, settings, out_dir)
+    data = None
+    if settings.quantize is not None:  # calibration / held-out images: data= or the training data
+        data = export_data_config(cfg, str(cfg.ckpt_path), f"export.quantize={settings.quantize}")
+    info = export_checkpoint(cfg.ckpt_path, settings, out_dir, data=data)
     print_export(info, out_dir)
     log.info("settings: %s", asdict(settings))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,16 +28,28 @@ from omegaconf import DictConfig
 from fersuite.card import ModelCard
 from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.config import ConfigError, settings_keys
-from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, TupleOutput, quiet
+from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, ExportError, TupleOutput, quiet
+from fersuite.deploy.calibration import datamodule_for_card, image_batches
 from fersuite.deploy.onnx import OnnxModel, export_onnx
 from fersuite.deploy.torchscript import export_torchscript
-from fersuite.deploy.verify import compare_outputs, latencies, verification_inputs
+from fersuite.deploy.verify import (
+    compare_outputs,
+    compare_quantized,
+    latencies,
+    verification_inputs,
+)
 from fersuite.utils.io import atomic_path, atomic_write_json
 
 __all__ = ["EXPORTERS", "FILES", "ExportSettings", "export_checkpoint", "sidecar"]
 
-FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "executorch": "model.pte"}
 EXPORTERS = ("auto", "dynamo", "legacy")
+#: ``export.quantize`` values each format supports (None: fp32)
+QUANTIZE = {
+    "onnx": (None, "int8", "fp16", "dynamic"),
+    "torchscript": (None,),
+    "executorch": (None, "int8"),
+}
 
 
 @dataclass(frozen=True)
@@ -56,12 +69,24 @@ class ExportSettings:
     latency_runs: int = 50
     latency_warmup: int = 10
     threads: int = 1
+    quantize: str | None = None
+    calibration_samples: int = 512
+    held_out_samples: int = 256
+    reduce_range: bool = False
+    min_agreement: float = 0.9
+    max_accuracy_drop: float = 0.02
 
     def __post_init__(self) -> None:
         if self.format not in FILES:
             raise ConfigError(f"export.format={self.format!r}; expected one of {tuple(FILES)}")
         if self.exporter not in EXPORTERS:
             raise ConfigError(f"export.exporter={self.exporter!r}; expected one of {EXPORTERS}")
+        if self.quantize not in QUANTIZE[self.format]:
+            allowed = ", ".join("null" if q is None else q for q in QUANTIZE[self.format])
+            raise ConfigError(
+                f"export.quantize={self.quantize} is not available for "
+                f"export.format={self.format}; expected one of: {allowed}"
+            )
         for key, lo in (
             ("opset", 7),
             ("max_batch", 2),
@@ -71,6 +96,8 @@ class ExportSettings:
             ("latency_runs", 0),
             ("latency_warmup", 0),
             ("threads", 1),
+            ("calibration_samples", 1),
+            ("held_out_samples", 1),
         ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -81,12 +108,23 @@ class ExportSettings:
             )
         if not self.atol > 0:
             raise ConfigError(f"export.atol={self.atol}; expected a tolerance > 0")
+        if not isinstance(self.reduce_range, bool):
+            raise ConfigError(f"export.reduce_range={self.reduce_range!r}; expected true/false")
+        for key in ("min_agreement", "max_accuracy_drop"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"export.{key}={value!r}; expected a number in 0..1")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ConfigError(f"export.min_agreement={self.min_agreement}; expected 0..1")
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            raise ConfigError(f"export.max_accuracy_drop={self.max_accuracy_drop}; expected 0..1")
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict[str, Any] | None) -> ExportSettings:
         raw = settings_keys(cfg, cls.__dataclass_fields__, "export")
-        if "atol" in raw:
-            raw["atol"] = float(raw["atol"])
+        for key in ("atol", "min_agreement", "max_accuracy_drop"):
+            if key in raw and isinstance(raw[key], int | float) and not isinstance(raw[key], bool):
+                raw[key] = float(raw[key])
         return cls(**raw)
 
 
@@ -105,6 +143,10 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+_INFO_KEYS = ("exporter", "opset", "fallback_reason")
+_VERSIONED = ("fersuite", "torch", "onnx", "onnxruntime", "executorch", "torchao")
+
+
 def sidecar(card: ModelCard, s: ExportSettings, info: dict[str, Any], ckpt: Path) -> dict[str, Any]:
     """The ``model.json`` content: the model card plus the export's facts (verification and
     latency are added by the caller)."""
@@ -115,7 +157,8 @@ def sidecar(card: ModelCard, s: ExportSettings, info: dict[str, Any], ckpt: Path
         name=INPUT_NAME,
         layout="NCHW",
         dtype="float32",
-        batch=[1, s.max_batch],
+        # the program's batch range (ExecuTorch: exported at batch 1; its runner loops)
+        batch=[1, 1 if s.format == "executorch" else s.max_batch],
         preprocessing=f"image file -> EXIF orientation {exif} -> face crop "
         f"({card.face_crop.describe()}) resized to {card.crop_size}x{card.crop_size} -> "
         "gray/RGB to `channels` -> antialiased resize to size x size -> /255 -> "
@@ -124,6 +167,8 @@ def sidecar(card: ModelCard, s: ExportSettings, info: dict[str, Any], ckpt: Path
     return {
         "format": s.format,
         "file": FILES[s.format],
+        "quantize": s.quantize,
+        "quantization": {k: v for k, v in info.items() if k not in _INFO_KEYS} or None,
         **out,
         "outputs": [
             {"name": "expression", "shape": ["N", n], "meaning": "logits over class_names"},
@@ -136,50 +181,167 @@ def sidecar(card: ModelCard, s: ExportSettings, info: dict[str, Any], ckpt: Path
         "fallback_reason": info.get("fallback_reason"),
         "source_checkpoint": str(ckpt),
         "checkpoint_sha256": _sha256(ckpt),
-        "versions": {p: _version(p) for p in ("fersuite", "torch", "onnx", "onnxruntime")},
+        "versions": {p: _version(p) for p in _VERSIONED},
     }
 
 
+def _images(
+    s: ExportSettings, card: ModelCard, data: DictConfig | None, source: str
+) -> tuple[list[torch.Tensor] | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    """Calibration batches (train split; int8 only) and held-out batches (val split; a
+    verified quantised export) read through the model card's preprocessing."""
+    need_calib = s.quantize == "int8"
+    need_held = s.quantize is not None and s.verify
+    if not (need_calib or need_held):
+        return None, None
+    if data is None:
+        raise ConfigError(
+            f"export.quantize={s.quantize} needs images (calibration and held-out) and no "
+            f"dataset is known for {source}: name one, e.g. data=fer2013 data.data_dir=<dir>"
+        )
+    dm = datamodule_for_card(data, card)
+    calib = (
+        [x for x, _ in image_batches(dm, "train", s.calibration_samples, card, seed=s.seed)]
+        if need_calib
+        else None
+    )
+    held = (
+        list(image_batches(dm, "val", s.held_out_samples, card, seed=s.seed)) if need_held else None
+    )
+    return calib, held
+
+
+def _export_file(
+    s: ExportSettings,
+    wrapper: torch.nn.Module,
+    example: torch.Tensor,
+    tmp: Path,
+    calib: list[torch.Tensor] | None,
+) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
+    """Write the exported model to ``tmp``; return (info, its runner, the fp32 intermediate's
+    verification for a quantised ONNX)."""
+    fp32_check: dict[str, Any] | None = None
+    if s.format == "onnx":
+        if s.quantize is None:
+            info = export_onnx(wrapper, example, tmp, s.exporter, s.opset, s.max_batch)
+            return info, OnnxModel(tmp, threads=s.threads), None
+        from fersuite.deploy.onnx_quant import quantize_onnx
+
+        with tempfile.TemporaryDirectory(prefix="fersuite-export-") as work:
+            fp32 = Path(work) / "fp32.onnx"
+            info = export_onnx(wrapper, example, fp32, s.exporter, s.opset, s.max_batch)
+            if s.verify:  # the fp32 graph must match PyTorch before it is quantised
+                inputs = {"random": example}
+                diffs = compare_outputs(wrapper_net(wrapper), OnnxModel(fp32), inputs, s.atol)
+                fp32_check = {"atol": s.atol, "max_abs_diff": _worst(diffs)}
+            info = {**info, **quantize_onnx(fp32, tmp, s.quantize, calib, s.reduce_range)}
+        return info, OnnxModel(tmp, threads=s.threads), fp32_check
+    if s.format == "executorch":
+        from fersuite.deploy.executorch import ExecuTorchModel, export_executorch
+
+        info = export_executorch(wrapper, example, tmp, calibration=calib)
+        return info, ExecuTorchModel(tmp, threads=s.threads), None
+    info = export_torchscript(wrapper, example, tmp)
+    with quiet():
+        return info, torch.jit.load(str(tmp), map_location="cpu").eval(), None
+
+
+def wrapper_net(wrapper: torch.nn.Module) -> torch.nn.Module:
+    return wrapper.net if isinstance(wrapper, TupleOutput) else wrapper
+
+
+def _worst(diffs: dict[str, dict[str, float]]) -> float:
+    return max(d for case in diffs.values() for d in case.values())
+
+
+def _check_agreement(s: ExportSettings, result: dict[str, Any]) -> None:
+    problems = []
+    agreement = float(result["top1_agreement"])
+    if agreement < s.min_agreement:
+        problems.append(
+            f"top-1 agreement with fp32 {agreement:.3f} < export.min_agreement={s.min_agreement}"
+        )
+    drop = float(result["accuracy_fp32"]) - float(result["accuracy_quantized"])
+    if drop > s.max_accuracy_drop:
+        problems.append(
+            f"accuracy {result['accuracy_quantized']:.3f} vs fp32 {result['accuracy_fp32']:.3f}: "
+            f"drop {drop:.3f} > export.max_accuracy_drop={s.max_accuracy_drop}"
+        )
+    if problems:
+        raise ExportError(
+            f"{s.quantize} model rejected on {result['held_out_images']} held-out images: "
+            + "; ".join(problems)
+        )
+
+
+BACKENDS = {"onnx": "onnxruntime", "torchscript": "torch.jit", "executorch": "executorch"}
+
+
 def export_checkpoint(
-    ckpt_path: str | os.PathLike[str], settings: ExportSettings, out_dir: str | os.PathLike[str]
+    ckpt_path: str | os.PathLike[str],
+    settings: ExportSettings,
+    out_dir: str | os.PathLike[str],
+    data: DictConfig | None = None,
 ) -> dict[str, Any]:
-    """Export, verify and time one checkpoint; returns the sidecar written to ``model.json``."""
+    """Export, verify and time one checkpoint; returns the sidecar written to ``model.json``.
+
+    ``data``: the dataset config the calibration and held-out images of a quantised export
+    come from (:mod:`fersuite.deploy.calibration`)."""
     s = settings
     ckpt = Path(ckpt_path)
     net, card = load_model_from_checkpoint(ckpt)
     net.eval()
     wrapper = TupleOutput(net).eval()
+    calib, held = _images(s, card, data, str(ckpt))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / FILES[s.format]
     gen = torch.Generator().manual_seed(s.seed)
-    # Batch 2 for tracing, so that the batch dimension is not specialised to 1.
-    example = torch.randn((2, card.in_chans, card.input_size, card.input_size), generator=gen)
+    # ONNX/TorchScript trace at batch 2, so that the batch axis is not specialised to 1;
+    # ExecuTorch programs are exported at batch 1 (the runner feeds one image at a time).
+    batch = 1 if s.format == "executorch" else 2
+    example = torch.randn((batch, card.in_chans, card.input_size, card.input_size), generator=gen)
 
     verification: dict[str, Any] = {"performed": False}
     latency: dict[str, Any] = {}
     with atomic_path(target) as tmp:
-        if s.format == "onnx":
-            info = export_onnx(wrapper, example, tmp, s.exporter, s.opset, s.max_batch)
-            exported: Any = OnnxModel(tmp, threads=s.threads)
-        else:
-            info = export_torchscript(wrapper, example, tmp)
-            with quiet():
-                exported = torch.jit.load(str(tmp), map_location="cpu").eval()
-        if s.verify:
+        info, exported, fp32_check = _export_file(s, wrapper, example, tmp, calib)
+        if s.verify and s.quantize is None:
             inputs = verification_inputs(card, s.verify_batch, s.verify_faces, s.seed)
             diffs = compare_outputs(net, exported, inputs, s.atol)
-            worst = max(d for case in diffs.values() for d in case.values())
             verification = {
                 "performed": True,
+                "kind": "equality",
                 "atol": s.atol,
-                "max_abs_diff": worst,
+                "max_abs_diff": _worst(diffs),
                 "cases": diffs,
-                "backend": "onnxruntime" if s.format == "onnx" else "torch.jit",
+                "backend": BACKENDS[s.format],
             }
+        elif s.verify:
+            assert held is not None
+            with torch.no_grad():
+                result = compare_quantized(net, exported, held)
+            verification = {
+                "performed": True,
+                "kind": "agreement",
+                "reference": "eager fp32 (PyTorch)",
+                "backend": BACKENDS[s.format],
+                **result,
+                "min_agreement": s.min_agreement,
+                "max_accuracy_drop": s.max_accuracy_drop,
+                "fp32_graph": fp32_check,
+            }
+            _check_agreement(s, result)
         if s.latency_runs > 0:
             latency = latencies(
-                net, exported, card, s.latency_warmup, s.latency_runs, s.threads, s.seed
+                net,
+                exported,
+                card,
+                s.latency_warmup,
+                s.latency_runs,
+                s.threads,
+                s.seed,
+                name={"onnx": "ort"}.get(s.format, s.format),
             )
 
     info_out = sidecar(card, s, info, ckpt)

@@ -109,8 +109,12 @@ def latencies(
     runs: int,
     threads: int,
     seed: int = 0,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Batch-1 latency of eager PyTorch and of the exported model, same thread count."""
+    """Batch-1 latency of eager PyTorch and of the exported model, same thread count.
+
+    Keys: ``eager_median_ms``/``eager_p90_ms`` and ``<name>_median_ms``/``<name>_p90_ms``
+    (``name``: ort, torchscript or executorch; ORT is timed on its numpy call)."""
     from fersuite.deploy.onnx import OnnxModel
 
     shape = (1, card.in_chans, card.input_size, card.input_size)
@@ -122,20 +126,21 @@ def latencies(
         "eager_p90_ms": eager.p90_ms,
     }
     if isinstance(exported, OnnxModel):
+        key = name or "ort"
         x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-        ort_t = time_ms(lambda: exported.run_numpy(x), warmup, runs)
-        result.update(ort_median_ms=ort_t["median_ms"], ort_p90_ms=ort_t["p90_ms"])
-        result["speedup"] = eager.median_ms / ort_t["median_ms"] if ort_t["median_ms"] else None
+        timed = time_ms(lambda: exported.run_numpy(x), warmup, runs)
     else:
+        key = name or "torchscript"
         # TorchScript modules fail under inference_mode (used by measure_latency): no_grad.
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        xt = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             with torch.no_grad():
-                ts = time_ms(lambda: exported(x), warmup, runs)
+                timed = time_ms(lambda: exported(xt), warmup, runs)
         finally:
             torch.set_num_threads(previous)
-        result.update(torchscript_median_ms=ts["median_ms"], torchscript_p90_ms=ts["p90_ms"])
-        result["speedup"] = eager.median_ms / ts["median_ms"] if ts["median_ms"] else None
+    result.update({f"{key}_median_ms": timed["median_ms"], f"{key}_p90_ms": timed["p90_ms"]})
+    result["exported_key"] = key
+    result["speedup"] = eager.median_ms / timed["median_ms"] if timed["median_ms"] else None
     return result
