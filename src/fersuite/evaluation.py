@@ -1,10 +1,15 @@
-"""Evaluating a trained checkpoint, on its own dataset or on another one, by class name.
+"""Evaluating a trained model, on its own dataset or on another one, by class name.
 
-``fersuite-eval ckpt_path=<file.ckpt> data=<name> …`` (:func:`evaluate`; its alias
-``fersuite-train train=false ckpt_path=<file.ckpt> …``) tests a checkpoint and writes
-``metrics.json`` with the ``test/*`` keys of a training run. The model (architecture, input
-size, channels) and the normalisation come from the checkpoint's plain-data metadata, so the
-data pipeline is built for the model that was trained, whatever ``model=`` says. When the
+``fersuite-eval ckpt_path=<file> data=<name> …`` (:func:`evaluate`; its alias
+``fersuite-train train=false ckpt_path=<file> …``) tests a checkpoint (``.ckpt``) or an
+exported model (``.onnx``, ExecuTorch ``.pte``, TorchScript ``.pt``, each with the
+``model.json`` sidecar fersuite-export writes beside it) and writes ``metrics.json`` with the
+``test/*`` keys of a training run, so an fp32 and an int8 export compare key by key. The
+model (architecture, input size, channels) and the normalisation come from the model card (the
+checkpoint's plain-data metadata or the sidecar), so the data pipeline is built for the model
+that was trained, whatever ``model=`` says. An exported model runs in its own runtime
+(:func:`fersuite.inference.load_predictor`) on the CPU, inside :class:`ExportedNet`, through
+the same LightningModule and metrics as a checkpoint. When the
 dataset's classes differ from the checkpoint's (a FER2013 model on RAF-DB, an AffectNet-8 model
 on FER2013), :class:`ClassRemap` reorders the logits into the dataset's class order through the
 central label vocabulary (:mod:`fersuite.labels`); classes the dataset lacks are dropped, which
@@ -14,7 +19,10 @@ error naming it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +37,23 @@ from fersuite.labels import canonical_name, mapping_indices
 from fersuite.types import AffectOutput
 
 __all__ = [
+    "EXPORTED_SUFFIXES",
     "ClassRemap",
+    "EvaluatedModel",
+    "ExportedNet",
     "adopt_checkpoint_model",
     "class_index_map",
     "evaluate",
+    "evaluated_model",
+    "net_for_dataset",
     "same_classes",
     "wants_checkpoint_eval",
 ]
+
+log = logging.getLogger("fersuite.eval")
+
+#: Exported model files ``ckpt_path`` may name (fersuite-export's ``model.<suffix>``).
+EXPORTED_SUFFIXES = {".onnx": "onnx", ".pte": "executorch", ".pt": "torchscript"}
 
 
 def wants_checkpoint_eval(cfg: DictConfig) -> bool:
@@ -44,16 +62,77 @@ def wants_checkpoint_eval(cfg: DictConfig) -> bool:
     return not cfg.get("train", True) and bool(ckpt) and str(ckpt) != "last"
 
 
-def adopt_checkpoint_model(cfg: DictConfig) -> ModelCard:
+@dataclass(frozen=True)
+class EvaluatedModel:
+    """The file ``ckpt_path`` names: its model card and, for an exported model, the sidecar's
+    facts (``format``: checkpoint | onnx | executorch | torchscript; ``quantize``: null or
+    int8 / fp16 / dynamic; ``max_batch``: the largest batch the file accepts)."""
+
+    path: Path
+    card: ModelCard
+    format: str = "checkpoint"
+    quantize: str | None = None
+    max_batch: int | None = None
+
+    @property
+    def exported(self) -> bool:
+        return self.format != "checkpoint"
+
+    def facts(self) -> dict[str, Any]:
+        """What ``run_info.json`` records as ``evaluated_model``."""
+        return {"file": str(self.path), "format": self.format, "quantize": self.quantize}
+
+
+def _sidecar_facts(path: Path) -> tuple[str | None, int]:
+    """``quantize`` and the largest batch (``input.batch[1]``; 1 when absent) of the sidecar
+    beside an exported model (already read as a model card)."""
+    sidecar = path.with_suffix(".json")
+    raw = json.loads(sidecar.read_text())
+    quantize = raw.get("quantize")
+    if quantize is not None and not isinstance(quantize, str):
+        raise ConfigError(f"{sidecar}: quantize={quantize!r}; expected null or a name (int8)")
+    batch = (raw.get("input") or {}).get("batch")
+    if batch is None:
+        return quantize, 1
+    ok = isinstance(batch, list) and len(batch) == 2
+    ok = ok and all(isinstance(b, int) and not isinstance(b, bool) for b in batch)
+    if not ok or not 1 <= batch[0] <= batch[1]:
+        raise ConfigError(
+            f"{sidecar}: input.batch={batch!r}; expected [min, max] batch sizes, 1 <= min <= max"
+        )
+    return quantize, int(batch[1])
+
+
+def evaluated_model(path: str | Path) -> EvaluatedModel:
+    """The model card of a ``.ckpt`` (its metadata) or of an exported model (its sidecar)."""
+    from fersuite.inference import read_sidecar
+
+    p = Path(path)
+    fmt = EXPORTED_SUFFIXES.get(p.suffix.lower())
+    if fmt is None:
+        if not p.is_file():
+            raise ConfigError(f"ckpt_path={p}: no such checkpoint file (expected a .ckpt)")
+        return EvaluatedModel(p, checkpoint_meta(read_checkpoint(p), str(p)))
+    if not p.is_file():
+        raise ConfigError(
+            f"ckpt_path={p}: no such exported model file (expected a {p.suffix} written by "
+            "fersuite-export, with its model.json)"
+        )
+    card = read_sidecar(p)  # a missing or bad sidecar: one line naming it
+    quantize, max_batch = _sidecar_facts(p)
+    return EvaluatedModel(p, card, fmt, quantize, max_batch)
+
+
+def adopt_checkpoint_model(cfg: DictConfig) -> EvaluatedModel:
     """The one config change of an evaluation, before it starts: ``cfg.model`` becomes the
-    checkpoint's (so ``run_info.json`` records what was evaluated) and the data's input
-    (``data.image_size``, ``in_chans``, ``mean``, ``std``) the checkpoint's."""
-    path = str(cfg.ckpt_path)
-    if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path}: no such checkpoint file (expected a .ckpt)")
-    meta = checkpoint_meta(read_checkpoint(path), path)
+    model card's (so ``run_info.json`` records what was evaluated) and the data's input
+    (``data.image_size``, ``in_chans``, ``mean``, ``std``) the card's. The card comes from
+    the checkpoint, or from the sidecar of an exported model; an exported model runs on the
+    CPU, so the trainer is set to it."""
+    model = evaluated_model(str(cfg.ckpt_path))
+    meta = model.card
     # Checked before anything uses it: the registry's factory and plain values only.
-    model_cfg = trained_model_card(meta.model_cfg, path)
+    model_cfg = trained_model_card(meta.model_cfg, str(model.path))
     with open_dict(cfg):
         cfg.model = OmegaConf.create(model_cfg)
         if cfg.get("data") is not None:
@@ -65,26 +144,90 @@ def adopt_checkpoint_model(cfg: DictConfig) -> ModelCard:
             ):
                 if key in cfg.data:
                     cfg.data[key] = value
-    return meta
+        if model.exported and cfg.get("trainer") is not None:
+            log.info("%s runs on the CPU: trainer.accelerator=cpu, devices=1", model.format)
+            cfg.trainer.accelerator = "cpu"
+            cfg.trainer.devices = 1
+            if "strategy" in cfg.trainer:
+                cfg.trainer.strategy = "auto"
+            if "num_nodes" in cfg.trainer:
+                cfg.trainer.num_nodes = 1
+    return model
+
+
+class ExportedNet(nn.Module):
+    """An exported model's runner (``runner(x) -> AffectOutput``; ONNX Runtime, ExecuTorch,
+    TorchScript) as a network without parameters, for the evaluation's LightningModule: the
+    batch goes to the CPU in chunks of at most ``max_batch`` images (what the file accepts)."""
+
+    def __init__(
+        self, runner: Callable[[torch.Tensor], Any], num_classes: int, max_batch: int = 1
+    ) -> None:
+        super().__init__()
+        if max_batch < 1:
+            raise ValueError(f"max_batch={max_batch}; expected >= 1")
+        self.runner = runner
+        self.num_classes = int(num_classes)
+        self.max_batch = int(max_batch)
+
+    def forward(self, x: torch.Tensor) -> AffectOutput:
+        outs = [self.runner(c.contiguous()) for c in x.detach().float().cpu().split(self.max_batch)]
+
+        def cat(name: str) -> torch.Tensor:
+            parts = [torch.as_tensor(getattr(o, name)).float() for o in outs]
+            return torch.cat(parts).to(x.device)
+
+        n = x.shape[0]
+        return AffectOutput(
+            cat("expression").reshape(n, -1), cat("valence").reshape(n), cat("arousal").reshape(n)
+        )
+
+
+def load_evaluated_net(model: EvaluatedModel) -> nn.Module:
+    """The network of a checkpoint, or an exported model's runner as :class:`ExportedNet`."""
+    if not model.exported:
+        from fersuite.checkpoint import load_model_from_checkpoint
+
+        net, _ = load_model_from_checkpoint(model.path)
+        return net
+    from fersuite.inference import load_predictor
+
+    predictor = load_predictor(model.path)
+    n = len(model.card.class_names)
+    return ExportedNet(predictor.run, n, model.max_batch or 1).eval()
+
+
+def net_for_dataset(net: nn.Module, card: ModelCard, datamodule: Any) -> nn.Module:
+    """``net`` with its logits in the dataset's class order (mapped by name when they differ)."""
+    if same_classes(card.class_names, datamodule.class_names):
+        return net
+    log.info(
+        "evaluating a model of classes [%s] on [%s] (mapped by name)",
+        ", ".join(card.class_names),
+        ", ".join(datamodule.class_names),
+    )
+    return ClassRemap(net, card.class_names, datamodule.class_names)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test the checkpoint ``cfg.ckpt_path`` on ``cfg.data``; return (and write to
-    ``metrics.json``) its metrics, keyed as a training run's ``test/*``."""
+    """Test the checkpoint or exported model ``cfg.ckpt_path`` on ``cfg.data``; return (and
+    write to ``metrics.json``) its metrics, keyed as a training run's ``test/*``."""
     from hydra.utils import instantiate
 
     from fersuite.modules.affect_module import build_affect_module
-    from fersuite.training import finish_run, make_trainer, prepare_run, trained_net
+    from fersuite.training import finish_run, make_trainer, prepare_run
 
-    adopt_checkpoint_model(cfg)
+    model = adopt_checkpoint_model(cfg)
     out_dir, _ = prepare_run(cfg, resume=False)
     datamodule = instantiate(cfg.data)
-    net, meta = trained_net(str(cfg.ckpt_path), datamodule)
-    module = build_affect_module(cfg, datamodule, net=net, net_has_va=meta.has_va)
-    trainer, callbacks = make_trainer(cfg, out_dir, extra={"evaluated": str(cfg.ckpt_path)})
+    net = net_for_dataset(load_evaluated_net(model), model.card, datamodule)
+    module = build_affect_module(cfg, datamodule, net=net, net_has_va=model.card.has_va)
+    extra = {"evaluated": str(model.path), "evaluated_model": model.facts()}
+    trainer, callbacks = make_trainer(cfg, out_dir, extra=extra)
     trainer.test(module, datamodule=datamodule, weights_only=True)
     values: dict[str, Any] = dict(trainer.callback_metrics)
-    return finish_run(trainer, callbacks, values, out_dir, {"checkpoint": str(cfg.ckpt_path)})
+    label = "checkpoint" if not model.exported else f"{model.format} model"
+    return finish_run(trainer, callbacks, values, out_dir, {label: str(model.path)})
 
 
 def class_index_map(model_classes: Sequence[str], data_classes: Sequence[str]) -> list[int]:

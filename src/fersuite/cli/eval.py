@@ -1,10 +1,13 @@
-"""``fersuite-eval``: test a trained checkpoint on any dataset (``conf/eval.yaml``).
+"""``fersuite-eval``: test a trained checkpoint or exported model on any dataset
+(``conf/eval.yaml``).
 
     fersuite-eval ckpt_path=logs/train/runs/<time>/checkpoints/best-epoch005.ckpt \\
         data=rafdb data.root=/data/rafdb
+    fersuite-eval ckpt_path=logs/export/runs/<time>/model.onnx   # or model.pte / model.pt
 
-The model, its input size, channels and normalisation come from the checkpoint; classes are
-matched by name (:mod:`fersuite.evaluation`). Writes ``metrics.json`` (the ``test/*`` keys of
+The model, its input size, channels and normalisation come from the checkpoint (or the
+exported model's ``model.json``; exported models run on the CPU); classes are matched by name
+(:mod:`fersuite.evaluation`). Writes ``metrics.json`` (the ``test/*`` keys of
 a training run), the test reports and ``run_info.json`` into the run dir.
 """
 
