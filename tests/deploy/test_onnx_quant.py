@@ -61,9 +61,9 @@ def _io_types(path: Path) -> list[int]:
 def test_int8_static_qdq_is_small_runs_and_agrees(fp32, tmp_path: Path) -> None:
     src, _ = fp32
     dst = tmp_path / "model.onnx"
-    info = quantize_onnx(src, dst, "int8", _batches(4, 8, seed=1))
+    info = quantize_onnx(src, dst, "int8", _batches(3, 8, seed=1))
 
-    assert info["quantize"] == "int8" and info["calibration_images"] == 32
+    assert info["quantize"] == "int8" and info["calibration_images"] == 24
     assert info["per_channel"] is True and info["reduce_range"] is False
     assert isinstance(info["cpu"]["vnni"], bool) and isinstance(info["cpu"]["flags"], list)
     assert dst.stat().st_size <= 0.35 * src.stat().st_size
@@ -81,18 +81,12 @@ def test_int8_static_qdq_is_small_runs_and_agrees(fp32, tmp_path: Path) -> None:
     assert 0.0 < got["max_valence_diff"] < 1.0 and 0.0 < got["max_arousal_diff"] < 1.0
 
 
-def test_reduce_range_is_recorded(fp32, tmp_path: Path) -> None:
-    src, _ = fp32
-    info = quantize_onnx(src, tmp_path / "q.onnx", "int8", _batches(1, 4, 3), reduce_range=True)
-    assert info["reduce_range"] is True and info["calibration_images"] == 4
-    _check_runs(tmp_path / "q.onnx")
-
-
 def test_dynamic_quantises_the_convolutions(fp32, tmp_path: Path) -> None:
     src, _ = fp32
     dst = tmp_path / "model.onnx"
-    info = quantize_onnx(src, dst, "dynamic", None)
+    info = quantize_onnx(src, dst, "dynamic", None, reduce_range=True)
     assert info["quantize"] == "dynamic" and info["calibration_images"] == 0
+    assert info["reduce_range"] is True and info["per_channel"] is True
     ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert "ConvInteger" in ops and "DynamicQuantizeLinear" in ops
     assert dst.stat().st_size <= 0.35 * src.stat().st_size
