@@ -105,12 +105,13 @@ def _int8(src: Path, dst: Path, calibration: Iterable[torch.Tensor], reduce_rang
     with tempfile.TemporaryDirectory(prefix="fersuite-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         _preprocess(src, pre)
-        # QDQ is what ORT's CPU kernels are optimised for (QLinearConv etc. are fused from it).
-        # Weights QInt8 symmetric per output channel; activations QUInt8 asymmetric: x86 int8
-        # GEMM kernels are u8*s8 (VPMADDUBSW / VPDPBUSD), so uint8 activations run there
-        # without a conversion and use the full range after ReLU (ORT's recommendation for
-        # x86 CPUs, with reduce_range=True on CPUs without VNNI, where u8*s8 pairs can
-        # saturate 16 bits; measured in the report of issue 14).
+        # QDQ: ORT's CPU provider fuses it into QLinearConv/QLinearAdd/QGemm. Weights QInt8,
+        # symmetric, per output channel (depthwise convs need it); activations QUInt8,
+        # asymmetric: x86 int8 kernels are u8*s8 (VPMADDUBSW, VPDPBUSD with VNNI) and uint8
+        # uses the whole range after ReLU; ORT recommends this pair on x86, with
+        # reduce_range=True on CPUs without VNNI, where u8*s8 pairs can saturate 16 bits.
+        # Measured on an AVX2 CPU without VNNI (random-weight lightweight CNN): S8S8 was no
+        # faster and no more accurate than U8S8. experiments/onnx_quant/README.md has numbers.
         quantize_static(
             str(pre),
             str(dst),
