@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,13 @@ from fersuite.card import ModelCard, input_transform, load_input
 from fersuite.deploy.base import OUTPUT_NAMES, ExportError
 from fersuite.profiling import measure_latency
 
-__all__ = ["compare_outputs", "eval_face_batch", "latencies", "verification_inputs"]
+__all__ = [
+    "compare_outputs",
+    "compare_quantized",
+    "eval_face_batch",
+    "latencies",
+    "verification_inputs",
+]
 
 Runner = Callable[[torch.Tensor], Any]
 
@@ -87,6 +93,61 @@ def compare_outputs(
     if failures:
         raise ExportError("exported model does not match PyTorch: " + "; ".join(failures))
     return diffs
+
+
+def _as_cpu(t: Any) -> torch.Tensor:
+    return torch.as_tensor(t).detach().float().cpu()
+
+
+def compare_quantized(
+    reference: Runner,
+    quantized: Runner,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, Any]:
+    """Agreement of a quantised model with its fp32 reference on held-out ``(x, labels)``
+    batches: top-1 agreement, accuracy of both (images labelled < 0 are left out of the
+    accuracies but count for agreement) and the max |valence| and |arousal| differences."""
+    images = labelled = agree = correct_ref = correct_q = 0
+    max_v = max_a = 0.0
+    for x, labels in batches:
+        with torch.no_grad():
+            ref = reference(x)
+            got = quantized(x)
+        ref_top = _as_cpu(ref[0]).argmax(dim=1)
+        got_top = _as_cpu(got[0]).argmax(dim=1)
+        y = torch.as_tensor(labels).cpu().long().reshape(-1)
+        if y.shape != ref_top.shape or got_top.shape != ref_top.shape:
+            raise ExportError(
+                f"held-out batch: {tuple(y.shape)} labels, {tuple(ref_top.shape)} fp32 and "
+                f"{tuple(got_top.shape)} quantised predictions"
+            )
+        images += int(y.numel())
+        agree += int((ref_top == got_top).sum())
+        valid = y >= 0
+        labelled += int(valid.sum())
+        correct_ref += int((ref_top == y)[valid].sum())
+        correct_q += int((got_top == y)[valid].sum())
+        for i, name in ((1, "valence"), (2, "arousal")):
+            r, g = _as_cpu(ref[i]), _as_cpu(got[i])
+            if r.shape != g.shape:
+                raise ExportError(f"{name}: quantised shape {tuple(g.shape)} != {tuple(r.shape)}")
+            d = float((r - g).abs().max()) if r.numel() else 0.0
+            d = d if np.isfinite(d) else float("inf")
+            if i == 1:
+                max_v = max(max_v, d)
+            else:
+                max_a = max(max_a, d)
+    if images == 0:
+        raise ExportError("no held-out images to compare the quantised model on")
+    nan = float("nan")
+    return {
+        "top1_agreement": agree / images,
+        "accuracy_fp32": correct_ref / labelled if labelled else nan,
+        "accuracy_quantized": correct_q / labelled if labelled else nan,
+        "max_valence_diff": max_v,
+        "max_arousal_diff": max_a,
+        "held_out_images": images,
+    }
 
 
 def time_ms(fn: Callable[[], Any], warmup: int, runs: int) -> dict[str, float]:
