@@ -25,6 +25,7 @@ from tests.export.helpers import ZOO, make_checkpoint
 FAST: dict[str, Any] = {
     "latency_runs": 0,
     "verify_faces": 2,
+    "exporter": "legacy",
     "calibration_samples": 32,
     "held_out_samples": 40,
 }

@@ -72,7 +72,7 @@ class ExportSettings:
     quantize: str | None = None
     calibration_samples: int = 512
     held_out_samples: int = 256
-    reduce_range: bool = False
+    reduce_range: bool | None = None
     min_agreement: float = 0.9
     max_accuracy_drop: float = 0.02
 
@@ -108,8 +108,10 @@ class ExportSettings:
             )
         if not self.atol > 0:
             raise ConfigError(f"export.atol={self.atol}; expected a tolerance > 0")
-        if not isinstance(self.reduce_range, bool):
-            raise ConfigError(f"export.reduce_range={self.reduce_range!r}; expected true/false")
+        if self.reduce_range is not None and not isinstance(self.reduce_range, bool):
+            raise ConfigError(
+                f"export.reduce_range={self.reduce_range!r}; expected true, false or null (auto)"
+            )
         for key in ("min_agreement", "max_accuracy_drop"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -234,7 +236,7 @@ def _export_file(
                 inputs = {"random": example}
                 diffs = compare_outputs(wrapper_net(wrapper), OnnxModel(fp32), inputs, s.atol)
                 fp32_check = {"atol": s.atol, "max_abs_diff": _worst(diffs)}
-            info = {**info, **quantize_onnx(fp32, tmp, s.quantize, calib, s.reduce_range)}
+            info = {**info, **quantize_onnx(fp32, tmp, s.quantize, calib, _reduce_range(s))}
         return info, OnnxModel(tmp, threads=s.threads), fp32_check
     if s.format == "executorch":
         from fersuite.deploy.executorch import ExecuTorchModel, export_executorch
@@ -244,6 +246,18 @@ def _export_file(
     info = export_torchscript(wrapper, example, tmp)
     with quiet():
         return info, torch.jit.load(str(tmp), map_location="cpu").eval(), None
+
+
+def _reduce_range(s: ExportSettings) -> bool:
+    """``export.reduce_range``; null: on for x86 CPUs without VNNI, whose u8*s8 int8 kernels
+    can saturate (ONNX Runtime's advice), off elsewhere."""
+    if s.reduce_range is not None:
+        return s.reduce_range
+    from fersuite.deploy.onnx_quant import cpu_vnni
+
+    cpu = cpu_vnni()
+    x86 = str(cpu.get("machine", "")).lower() in ("x86_64", "amd64", "i686", "x86")
+    return x86 and not cpu["vnni"]
 
 
 def wrapper_net(wrapper: torch.nn.Module) -> torch.nn.Module:
