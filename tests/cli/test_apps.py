@@ -57,7 +57,7 @@ def test_a_failed_run_is_exit_status_1_with_its_traceback_logged(tmp_path: Path)
             str(BIN / "fersuite-train"),
             *TINY,
             "logger=none",
-            "+callbacks.boom._target_=tests.test_apps.Boom",
+            "+callbacks.boom._target_=tests.cli.test_apps.Boom",
         ],
         cwd=tmp_path,
         env=env,
