@@ -23,6 +23,7 @@ BAD_KEYS = [
     ("fersuite-export", ["export.opsett=17"], "export.opsett"),
     ("fersuite-predict", ["ckpt_path=x.onnx", "inputs=a.png", "batch_szie=2"], "batch_szie"),
     ("fersuite-report", [".", "--metrc", "test/acc"], "--metrc"),
+    ("fersuite-report", ["sweeps=.", "metrc=test/acc"], "metrc"),
 ]
 
 
