@@ -14,6 +14,19 @@ APPS = [
     ("fersuite.cli.eval", "fersuite-eval", ["ckpt_path:", "reports:"], ["optimizer:"]),
     ("fersuite.cli.data", "fersuite-data", ["samples_per_class:"], ["optimizer:", "trainer:"]),
     ("fersuite.cli.profile", "fersuite-profile", ["latency_runs:"], ["optimizer:", "data:"]),
+    # Not Hydra apps (fersuite.cli._args): every key with its default on its own line.
+    (
+        "fersuite.cli.predict",
+        "fersuite-predict",
+        ["ckpt_path: null", "inputs: null", "output: predictions.csv", "batch_size: 32"],
+        ["optimizer:", "sweeps:"],
+    ),
+    (
+        "fersuite.cli.report",
+        "fersuite-report",
+        ["sweeps: null", "out: null", "metric: test/acc", "strict: false"],
+        ["optimizer:", "ckpt_path:"],
+    ),
 ]
 
 

@@ -193,6 +193,46 @@ def test_strict_mode_and_bad_dirs(
     assert "no job directories" in capsys.readouterr().err
 
 
+def test_key_value_form_combines_sweeps_like_the_option_form(
+    train_sweep: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    _job(other, 0, ["model=lightweight_cnn"], {"arch": "lightweight_cnn"}, _metrics(0.5, 4e7))
+    legacy, keyed = tmp_path / "legacy", tmp_path / "keyed"
+    old_form = [str(train_sweep), str(other), "--out", str(legacy), "--metric", "test/f1_macro"]
+    assert main(old_form) == 0
+    args = [f"sweeps=[{train_sweep},{other}]", f"out={keyed}", "metric=test/f1_macro"]
+    assert main(args) == 0
+    assert (keyed / "report.csv").read_text() == (legacy / "report.csv").read_text()
+    assert "test/f1_macro vs. MACs" in (keyed / "report.md").read_text()
+    assert (keyed / "pareto.png").is_file()
+    # One dir without brackets; the report goes into it.
+    assert main([f"sweeps={other}"]) == 0
+    assert [r["job"] for r in _csv(other / "report.csv")] == ["0"]
+
+
+def test_key_value_strict_and_bad_input(
+    train_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([f"sweeps={train_sweep}", "strict=true"]) == 1
+    assert main([f"sweeps={train_sweep}", "strict=false"]) == 0
+    capsys.readouterr()
+    bad = [
+        ([f"sweeps={tmp_path / 'missing'}"], "sweep dir not found"),
+        ([f"sweeps={train_sweep}", "strict=maybe"], "strict='maybe'; expected true or false"),
+        ([f"sweeps={train_sweep}", "metrc=test/acc"], "unknown keys ['metrc']"),
+        (["out=x"], "sweeps=<multirun dir> (or sweeps=[DIR_A,DIR_B]) is required"),
+        ([f"sweeps={train_sweep}", "metric=[a,b]"], "metric=['a', 'b']; expected"),
+        ([f"sweeps={train_sweep}", "--strict", "out=x"], "use either key=value"),
+        ([f"sweeps={train_sweep}", "strict"], "arguments must be key=value"),
+    ]
+    for args, expected in bad:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fersuite-report: error: "), err
+        assert expected in err[0], (args, err)
+
+
 def test_hydra_callback_reports_only_in_multirun(train_sweep: Path) -> None:
     from hydra.types import RunMode
 

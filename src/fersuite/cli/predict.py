@@ -22,9 +22,8 @@ Prints a table and writes ``output`` (``predictions.csv`` by default; ``.json`` 
 ``null`` for no file): ``file``, ``expression``, ``confidence``, ``prob_<class>`` per class and,
 when the model was trained with valence/arousal, ``valence`` and ``arousal``.
 
-Arguments use Hydra's ``key=value`` syntax (parsed with OmegaConf); keys: ckpt_path, inputs,
-output, batch_size, threads, face_detector (null: the model card's), face_detector_model,
-face_margin and face_score_threshold (null: the card's, else 0.2 and 0.6).
+Arguments use Hydra's ``key=value`` syntax (:mod:`fersuite.cli._args`); ``--help`` lists the
+keys (:data:`KEYS`) with their defaults.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from typing import Any
 
 import torch
 
+from fersuite.cli._args import Key, help_text, parse_keys, wants_help
 from fersuite.inference import (
     PredictError,
     choose_face_crop,
@@ -45,36 +45,32 @@ from fersuite.inference import (
     write_predictions,
 )
 
-DEFAULTS: dict[str, Any] = {
-    "ckpt_path": None,
-    "inputs": None,
-    "output": "predictions.csv",
-    "batch_size": 32,
-    "threads": None,
-    "face_detector": None,
-    "face_detector_model": None,
-    "face_margin": None,
-    "face_score_threshold": None,
-}
+KEYS = [
+    Key("ckpt_path", None, "fersuite-train .ckpt, or exported .onnx / .pt (with model.json)"),
+    Key("inputs", None, "image file or folder, or a list [a.png,photos/]"),
+    Key("output", "predictions.csv", "predictions file (.csv or .json; null: none)"),
+    Key("batch_size", 32, "images per forward pass"),
+    Key("threads", None, "CPU threads (null: torch's default)"),
+    Key("face_detector", None, "none (centre square) | yunet | haar (null: model card's crop)"),
+    Key("face_detector_model", None, "YuNet .onnx model file (face_detector=yunet)"),
+    Key("face_margin", None, "detector box widened by this fraction (null: card's, else 0.2)"),
+    Key("face_score_threshold", None, "detector score threshold (null: card's, else 0.6)"),
+]
+DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS}
+HELP = help_text(
+    "fersuite-predict",
+    "Expression probabilities, valence and arousal of image files.",
+    ["fersuite-predict ckpt_path=<.ckpt|.onnx|.pt> inputs=<file|folder|[a,b]> [key=value ...]"],
+    KEYS,
+    "Each image is read as the model's training data was (its model card: EXIF orientation,\n"
+    "face crop, channels, size, mean/std). Columns: file, expression, confidence, prob_<class>\n"
+    "and, for a model trained with valence/arousal, valence and arousal.",
+)
 
 
 def parse_args(argv: Sequence[str]) -> dict[str, Any]:
     """``key=value`` arguments (OmegaConf dotlist syntax) merged over :data:`DEFAULTS`."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise PredictError(f"arguments must be key=value, got {bad}; keys: {list(DEFAULTS)}")
-    try:
-        given = OmegaConf.to_container(OmegaConf.from_dotlist(list(argv)), resolve=True)
-    except OmegaConfBaseException as exc:
-        raise PredictError(f"cannot parse arguments: {exc}") from exc
-    assert isinstance(given, dict)
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise PredictError(f"unknown keys {unknown}; expected some of {list(DEFAULTS)}")
-    cfg = {**DEFAULTS, **given}
+    cfg = parse_keys(argv, KEYS, PredictError)
     if not cfg["ckpt_path"]:
         raise PredictError("ckpt_path=<.ckpt | .onnx | .pt> is required")
     inputs = cfg["inputs"]
@@ -133,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_app("predict", main, sys.argv[1:])
         return 0
     args = list(argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(__doc__)
+    if wants_help(args):
+        print(HELP, end="")
         return 0
     try:
         run(args)

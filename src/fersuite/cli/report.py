@@ -2,11 +2,14 @@
 
 Usage::
 
-    fersuite-report logs/train/multiruns/2025-01-01_12-00-00
-    fersuite-report SWEEP_A SWEEP_B --out reports/combined --metric test/f1_macro
+    fersuite-report sweeps=logs/train/multiruns/2025-01-01_12-00-00
+    fersuite-report sweeps=[SWEEP_A,SWEEP_B] out=reports/combined metric=test/f1_macro strict=true
+    fersuite-report SWEEP_A SWEEP_B --out reports/combined --metric test/f1_macro --strict
 
-Writes ``report.csv``, ``report.md`` and ``pareto.png`` (and, for profile sweeps, the merged
-``profile.json`` / ``profile.csv``) into the sweep dir or ``--out``
+Arguments are Hydra-style ``key=value`` (:data:`KEYS`, :mod:`fersuite.cli._args`); a command
+line without any ``key=value`` (or with a ``--option``) is read in the older argparse form
+above. Writes ``report.csv``, ``report.md`` and ``pareto.png`` (and, for profile sweeps, the
+merged ``profile.json`` / ``profile.csv``) into the first sweep dir or ``out``
 (:func:`fersuite.reporting.sweep.write_sweep_report`). Every multirun also gets this report
 automatically through :class:`fersuite.reporting.hydra_callback.SweepReportCallback`.
 """
@@ -17,11 +20,31 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from fersuite.cli._args import Key, help_text, parse_keys, wants_help
+from fersuite.errors import UserError
 from fersuite.reporting.terminal import print_report
 
-__all__ = ["main"]
+__all__ = ["KEYS", "main", "parse_args"]
+
+KEYS = [
+    Key("sweeps", None, "multirun dir, or a list [DIR_A,DIR_B] combined into one report"),
+    Key("out", None, "output dir (null: the first sweep dir)"),
+    Key("metric", "test/acc", "metrics.json key on the Pareto plot's y axis"),
+    Key("strict", False, "exit with status 1 when any job failed"),
+]
+HELP = help_text(
+    "fersuite-report",
+    "One table and a Pareto plot (metric vs. MACs) for Hydra multirun dir(s).",
+    [
+        "fersuite-report sweeps=<dir>|[<dir>,...] [key=value ...]",
+        "fersuite-report DIR [DIR ...] [--out DIR] [--metric KEY] [--strict]   (older form)",
+    ],
+    KEYS,
+    "Writes report.csv, report.md and pareto.png (profile sweeps: profile.json/.csv) into out;\n"
+    "failed jobs are listed with their reason, not dropped.",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +52,43 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _legacy_args(argv: Sequence[str]) -> dict[str, Any]:
+    parser = _Parser(prog="fersuite-report", add_help=False)
+    parser.add_argument("sweeps", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--metric", default="test/acc")
+    parser.add_argument("--strict", action="store_true")
+    return vars(parser.parse_args(argv))
+
+
+def _path(key: str, value: Any) -> Path:
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+        raise UserError(f"{key}={value!r}; expected a directory")
+    return Path(str(value))
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, Any]:
+    """``sweeps`` (list of paths), ``out``, ``metric`` and ``strict`` from either form."""
+    legacy = not any("=" in a for a in argv) or any(a.startswith("-") for a in argv)
+    if legacy:
+        mixed = [a for a in argv if a.split("=", 1)[0] in {k.name for k in KEYS}]
+        if mixed:
+            raise UserError(f"{mixed}: use either key=value arguments or the --option form")
+        return _legacy_args(argv)
+    cfg = parse_keys(argv, KEYS)
+    sweeps = cfg["sweeps"]
+    if sweeps is None or sweeps == []:
+        raise UserError("sweeps=<multirun dir> (or sweeps=[DIR_A,DIR_B]) is required")
+    items = sweeps if isinstance(sweeps, list) else [sweeps]
+    cfg["sweeps"] = [_path("sweeps", s) for s in items]
+    cfg["out"] = None if cfg["out"] is None else _path("out", cfg["out"])
+    if not isinstance(cfg["metric"], str) or not cfg["metric"]:
+        raise UserError(f"metric={cfg['metric']!r}; expected a metrics.json key, e.g. test/acc")
+    if not isinstance(cfg["strict"], bool):
+        raise UserError(f"strict={cfg['strict']!r}; expected true or false")
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,32 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_app("report", main, sys.argv[1:])
         return 0
-    parser = _Parser(
-        prog="fersuite-report",
-        description="Gather the jobs of Hydra multirun dir(s) into report.csv, report.md and "
-        "pareto.png (accuracy vs. MACs); failed jobs are listed, not dropped.",
-    )
-    parser.add_argument("sweep_dirs", nargs="+", type=Path, help="multirun dir(s)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output dir (default: the first sweep dir)"
-    )
-    parser.add_argument(
-        "--metric", default="test/acc", help="metrics.json key on the Pareto plot's y axis"
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="exit with status 1 when any job failed"
-    )
-    args = parser.parse_args(argv)
-
+    if wants_help(argv):
+        print(HELP, end="")
+        return 0
     from fersuite.reporting.sweep import write_sweep_report
 
     try:
-        report = write_sweep_report(args.sweep_dirs, out_dir=args.out, metric=args.metric)
-    except (FileNotFoundError, ValueError) as exc:
+        args = parse_args(argv)
+        report = write_sweep_report(args["sweeps"], out_dir=args["out"], metric=args["metric"])
+    except (UserError, FileNotFoundError, ValueError) as exc:
         print(f"fersuite-report: error: {exc}", file=sys.stderr)
         return 2
     print_report(report)
-    return 1 if (args.strict and report.failed) else 0
+    return 1 if (args["strict"] and report.failed) else 0
 
 
 if __name__ == "__main__":

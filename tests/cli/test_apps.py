@@ -23,6 +23,7 @@ BAD_KEYS = [
     ("fersuite-export", ["export.opsett=17"], "export.opsett"),
     ("fersuite-predict", ["ckpt_path=x.onnx", "inputs=a.png", "batch_szie=2"], "batch_szie"),
     ("fersuite-report", [".", "--metrc", "test/acc"], "--metrc"),
+    ("fersuite-report", ["sweeps=.", "metrc=test/acc"], "metrc"),
 ]
 
 
@@ -57,7 +58,7 @@ def test_a_failed_run_is_exit_status_1_with_its_traceback_logged(tmp_path: Path)
             str(BIN / "fersuite-train"),
             *TINY,
             "logger=none",
-            "+callbacks.boom._target_=tests.test_apps.Boom",
+            "+callbacks.boom._target_=tests.cli.test_apps.Boom",
         ],
         cwd=tmp_path,
         env=env,
