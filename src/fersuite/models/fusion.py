@@ -10,6 +10,7 @@ per-channel choice of which scales matter), and merged by a 1x1 conv + BatchNorm
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -32,6 +33,18 @@ class ScaleGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.expand(self.act(self.reduce(x.mean(dim=(2, 3), keepdim=True))))
         return x * torch.sigmoid(w)
+
+
+def _grid(x: torch.Tensor) -> tuple[int, int]:
+    """The (H, W) grid of ``x`` as plain ints. Traced (legacy ONNX exporter, TorchScript), the
+    resampling sizes are then constants of the graph, whose input size is fixed anyway (only
+    the batch axis is dynamic): the legacy exporter writes adaptive pooling with a constant
+    output size as ``AveragePool``, and cannot write it with a size computed at run time."""
+    if not torch.jit.is_tracing():
+        return int(x.shape[-2]), int(x.shape[-1])
+    with warnings.catch_warnings():  # "converting a tensor to a Python integer": intended
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return int(x.shape[-2]), int(x.shape[-1])
 
 
 class MultiScaleFusion(nn.Module):
@@ -78,7 +91,7 @@ class MultiScaleFusion(nn.Module):
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(feats) != len(self.proj):
             raise ValueError(f"expected {len(self.proj)} feature maps, got {len(feats)}")
-        size = feats[self.target_index].shape[-2:]
+        size = _grid(feats[self.target_index])
         aligned = []
         for i, (x, proj) in enumerate(zip(feats, self.proj, strict=True)):
             if i < self.target_index:  # finer grid: pool first, then project (cheaper)
