@@ -14,6 +14,12 @@ APPS = [
     ("fersuite.cli.eval", "fersuite-eval", ["ckpt_path:", "reports:"], ["optimizer:"]),
     ("fersuite.cli.data", "fersuite-data", ["samples_per_class:"], ["optimizer:", "trainer:"]),
     ("fersuite.cli.profile", "fersuite-profile", ["latency_runs:"], ["optimizer:", "data:"]),
+    (
+        "fersuite.cli.export",
+        "fersuite-export",
+        ["ckpt_path:", "  quantize:", "  calibration_samples:"],
+        ["optimizer:", "trainer:"],
+    ),
     # Not Hydra apps (fersuite.cli._args): every key with its default on its own line.
     (
         "fersuite.cli.predict",
