@@ -1,9 +1,9 @@
 """Predicting expression, valence and arousal of image files with a trained model.
 
-A :class:`Predictor` is a model runner (a checkpoint's network, an ONNX Runtime session or a
-TorchScript module) plus its :class:`~fersuite.card.ModelCard`; every image goes through
-:func:`fersuite.card.load_input` -- the decoding, EXIF orientation, face crop and transform
-the model was trained with. The app is :mod:`fersuite.cli.predict`.
+A :class:`Predictor` is a model runner (a checkpoint's network, an ONNX Runtime session, a
+TorchScript module or an ExecuTorch program) plus its :class:`~fersuite.card.ModelCard`; every
+image goes through :func:`fersuite.card.load_input` -- the decoding, EXIF orientation, face crop
+and transform the model was trained with. The app is :mod:`fersuite.cli.predict`.
 """
 
 from __future__ import annotations
@@ -84,10 +84,11 @@ def read_sidecar(model_path: Path) -> ModelCard:
 
 
 def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
-    """A :class:`Predictor` for a ``.ckpt`` checkpoint, an ``.onnx`` or a TorchScript ``.pt``."""
+    """A :class:`Predictor` for a ``.ckpt`` checkpoint, an ``.onnx``, a TorchScript ``.pt`` or
+    an ExecuTorch ``.pte``."""
     p = Path(path)
     if not p.is_file():
-        raise PredictError(f"ckpt_path={p}: file not found (a .ckpt, .onnx or exported .pt)")
+        raise PredictError(f"ckpt_path={p}: file not found (a .ckpt, .onnx, .pt or .pte)")
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         from fersuite.deploy.onnx import OnnxModel
@@ -99,6 +100,11 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
 
         card = read_sidecar(p)
         return Predictor(run=TorchScriptModel(p), card=card, source=str(p))
+    if suffix == ".pte":
+        from fersuite.deploy.executorch import ExecuTorchModel
+
+        card = read_sidecar(p)
+        return Predictor(run=ExecuTorchModel(p, threads=threads), card=card, source=str(p))
 
     from fersuite.checkpoint import load_model_from_checkpoint
 
