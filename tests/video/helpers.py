@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fersuite.checkpoint import META_KEY
-from fersuite.data.synthetic import CLASS_VA, render_faces
+from fersuite.data.synthetic import render_faces
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.registry import create_model
 
