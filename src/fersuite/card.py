@@ -14,7 +14,9 @@ read it. It holds plain JSON data only:
 
 :func:`load_input` is the one function that turns (card, image file) into the model's input
 tensor; the datasets that decode files (``data=folder``), ``fersuite-predict`` and export
-verification all go through it (and :func:`decode_face`, its uint8 half).
+verification all go through it (and :func:`decode_face`, its uint8 half). Video frames
+(:mod:`fersuite.video`) take :func:`frame_input`, the same cut and transform on a decoded
+frame.
 
 Checkpoints written before the card (``input_size``/``in_chans``/``mean``/``std`` at the top
 level, no face crop) still load: their face crop is the centre square with EXIF applied, what
@@ -46,6 +48,8 @@ __all__ = [
     "ModelCard",
     "ModelCardFormatError",
     "decode_face",
+    "decode_frame",
+    "frame_input",
     "input_transform",
     "load_input",
     "preprocess",
@@ -358,6 +362,38 @@ def load_input(
     crop = face_crop or card.face_crop
     face, found = decode_face(crop, path, card.in_chans, card.crop_size, detector, box)
     return preprocess(card, face, transform), found
+
+
+def decode_frame(
+    crop: FaceCrop, rgb: np.ndarray, channels: int, size: int, box: Box | None = None
+) -> np.ndarray:
+    """The face of a decoded frame (an (H, W, 3) uint8 RGB array, e.g. a video frame) as a
+    ``size``×``size`` uint8 array: the square around ``box`` (frame pixels; a detector's or a
+    tracker's face) widened by the crop's margin, else the centre square -- the cut
+    :func:`decode_face` makes of an image file."""
+    import numpy as np
+    from PIL import Image
+
+    from fersuite.data.faces import cut_face
+    from fersuite.data.images import color_mode
+
+    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    return cut_face(img, color_mode(channels), size, box, crop.margin)
+
+
+def frame_input(
+    card: ModelCard,
+    rgb: np.ndarray,
+    box: Box | None = None,
+    face_crop: FaceCrop | None = None,
+    transform: Any = None,
+) -> torch.Tensor:
+    """(card, decoded RGB frame) -> the model's (C, S, S) input tensor: :func:`load_input`
+    for a frame already in memory (video, camera). ``box`` is the face found in the frame
+    (None: the centre square, as the card's crop does without a box or a detected face)."""
+    crop = face_crop or card.face_crop
+    face = decode_frame(crop, rgb, card.in_chans, card.crop_size, box)
+    return preprocess(card, face, transform)
 
 
 def training_card(

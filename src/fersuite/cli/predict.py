@@ -1,29 +1,29 @@
-"""``fersuite-predict``: expression probabilities, valence and arousal of image files.
+"""``fersuite-predict``: expression probabilities, valence and arousal of images and videos.
 
 ::
 
     fersuite-predict ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt inputs=photos/
     fersuite-predict ckpt_path=export/model.onnx inputs=[a.png,b.jpg] output=preds.json
+    fersuite-predict ckpt_path=model.onnx inputs=clip.mp4 video_out=annotated.mp4
+    fersuite-predict ckpt_path=model.ckpt inputs=camera:0 max_seconds=30
 
 ``ckpt_path`` is a fersuite-train checkpoint (``.ckpt``, loaded with ``weights_only=True``), an
-exported ``.onnx`` (run with ONNX Runtime) or TorchScript ``.pt`` -- the last two need the
-``model.json`` sidecar written beside them by ``fersuite-export``. ``inputs`` is one path or a
-list of image files and folders (folders are searched recursively for png/jpg/jpeg/bmp/tif/
-tiff/webp files). Every image is read as the model's training data was (its model card,
-:func:`fersuite.card.load_input`): EXIF orientation applied, the face cut as in training (the
-centre square for ``data=folder``, FER2013, RAF-DB and AffectNet without a box), resized, then
-gray/RGB conversion to its channels, resize to its input size, scaling to [0, 1] and its
-mean/std. With ``face_detector=yunet|haar`` (and ``face_detector_model=<file>``) the face is
-found by the datasets' detector (:mod:`fersuite.data.faces`; square box widened by
-``face_margin``; the centre square when none is found, reported in a ``face_found`` column).
-A model trained on detector crops needs ``face_detector_model`` (or ``face_detector=none``).
+exported ``.onnx`` (ONNX Runtime) or TorchScript ``.pt`` (with the ``model.json`` sidecar of
+``fersuite-export``). ``inputs`` is one path or a list of image files, videos (any container
+OpenCV reads), ``camera:N`` and folders (searched recursively for both). Every image is read as
+the model's training data was (:func:`fersuite.card.load_input`: EXIF, face crop, channels,
+size, mean/std); with ``face_detector=yunet|haar`` (+ ``face_detector_model``) the face is
+found by the datasets' detector (centre square when none; ``face_found`` column).
 
-Prints a table and writes ``output`` (``predictions.csv`` by default; ``.json`` for JSON, or
-``null`` for no file): ``file``, ``expression``, ``confidence``, ``prob_<class>`` per class and,
-when the model was trained with valence/arousal, ``valence`` and ``arousal``.
+Videos (:mod:`fersuite.video`): per processed frame the faces (the detector's, tracked with a
+``face_id``; else the centre square, ``face_id`` 0) go through the same cut and transform
+(:func:`fersuite.card.frame_input`); probabilities and valence/arousal are smoothed per face
+(``smoothing``). Each video gets a ``<name>.trace.png`` and, with ``video_out``, an annotated
+video. Ctrl-C stops a camera and keeps everything so far.
 
-Arguments use Hydra's ``key=value`` syntax (:mod:`fersuite.cli._args`); ``--help`` lists the
-keys (:data:`KEYS`) with their defaults.
+Writes ``output`` (``predictions.csv`` by default; ``.json``, or ``null``): images ``file,
+expression, confidence, prob_<class>`` (+ ``valence, arousal``); video frames also ``frame,
+time_s, face_id, box`` and the ``*_smooth`` columns. ``--help`` lists the keys (:data:`KEYS`).
 """
 
 from __future__ import annotations
@@ -38,33 +38,34 @@ from fersuite.cli._args import Key, help_text, parse_keys, wants_help
 from fersuite.inference import (
     PredictError,
     choose_face_crop,
-    find_images,
     load_predictor,
     predict_files,
     print_predictions,
-    write_predictions,
 )
+from fersuite.video.app import VIDEO_KEYS, find_inputs, predict_videos, video_settings, write_rows
 
 KEYS = [
     Key("ckpt_path", None, "fersuite-train .ckpt, or exported .onnx / .pt (with model.json)"),
-    Key("inputs", None, "image file or folder, or a list [a.png,photos/]"),
+    Key("inputs", None, "image/video file, folder or camera:N, or a list [a.png,clip.mp4]"),
     Key("output", "predictions.csv", "predictions file (.csv or .json; null: none)"),
-    Key("batch_size", 32, "images per forward pass"),
+    Key("batch_size", 32, "images (video: faces across frames) per forward pass"),
     Key("threads", None, "CPU threads (null: torch's default)"),
     Key("face_detector", None, "none (centre square) | yunet | haar (null: model card's crop)"),
     Key("face_detector_model", None, "YuNet .onnx model file (face_detector=yunet)"),
     Key("face_margin", None, "detector box widened by this fraction (null: card's, else 0.2)"),
     Key("face_score_threshold", None, "detector score threshold (null: card's, else 0.6)"),
+    *VIDEO_KEYS,
 ]
 DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS}
 HELP = help_text(
     "fersuite-predict",
-    "Expression probabilities, valence and arousal of image files.",
-    ["fersuite-predict ckpt_path=<.ckpt|.onnx|.pt> inputs=<file|folder|[a,b]> [key=value ...]"],
+    "Expression probabilities, valence and arousal of images, videos and cameras.",
+    ["fersuite-predict ckpt_path=<.ckpt|.onnx|.pt> inputs=<file|folder|camera:N|[a,b]> [k=v ...]"],
     KEYS,
     "Each image is read as the model's training data was (its model card: EXIF orientation,\n"
     "face crop, channels, size, mean/std). Columns: file, expression, confidence, prob_<class>\n"
-    "and, for a model trained with valence/arousal, valence and arousal.",
+    "and, for a model trained with valence/arousal, valence and arousal; video rows add frame,\n"
+    "time_s, face_id, box and *_smooth columns, a <video>.trace.png and (video_out) a video.",
 )
 
 
@@ -109,13 +110,20 @@ def run(argv: Sequence[str]) -> list[dict[str, Any]]:
         cfg["face_margin"],
         cfg["face_score_threshold"],
     )
-    files = find_images(cfg["inputs"])
-    rows = predict_files(predictor, files, cfg["batch_size"], face_crop, detector)
-    print_predictions(rows)
-    make_console().print(f"face crop: {(face_crop or predictor.card.face_crop).describe()}")
+    settings = video_settings(cfg, face_crop, detector)
+    images, videos = find_inputs(cfg["inputs"])
+    rows = predict_files(predictor, images, cfg["batch_size"], face_crop, detector)
+    if images:
+        print_predictions(rows)
+    console = make_console()
+    console.print(f"face crop: {(face_crop or predictor.card.face_crop).describe()}")
+    results = predict_videos(predictor, videos, settings, cfg) if videos else []
+    rows += [row for r in results for row in r.rows]
     if cfg["output"]:
-        out = write_predictions(cfg["output"], rows)
-        print(f"predictions: {out}")
+        print(f"predictions: {write_rows(cfg['output'], rows)}")
+    stopped = [r.stopped for r in results if r.stopped]
+    if stopped:  # everything read is written; the input was still bad
+        raise PredictError("; ".join(stopped))
     return rows
 
 

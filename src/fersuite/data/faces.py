@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
 from fersuite.config import ConfigError
 from fersuite.data.images import ColorMode, ImageReadError, crop_resize, open_image, to_mode
@@ -114,6 +115,18 @@ class YuNetDetector:
         x, y, bw, bh = (float(v) / scale for v in best[:4])
         return Box(x, y, bw, bh) if bw > 0 and bh > 0 else None
 
+    def detect_all(self, rgb: np.ndarray) -> list[Box]:
+        """Every face found (video frames: several faces are tracked), largest first."""
+        small, scale = _downscale(rgb)
+        h, w = small.shape[:2]
+        det = self._get()
+        det.setInputSize((w, h))  # type: ignore[attr-defined]
+        _, faces = det.detect(np.ascontiguousarray(small[:, :, ::-1]))  # type: ignore[attr-defined]
+        boxes = [
+            Box(*(float(v) / scale for v in f[:4])) for f in (faces if faces is not None else [])
+        ]
+        return sorted((b for b in boxes if b.w > 0 and b.h > 0), key=lambda b: -b.w * b.h)
+
 
 class HaarDetector:
     """``cv2.CascadeClassifier`` (absent from opencv-python-headless 5.0)."""
@@ -176,6 +189,26 @@ def make_detector(
     return YuNetDetector(path, score_threshold)
 
 
+def detect_faces(detector: FaceDetector, rgb: np.ndarray) -> list[Box]:
+    """Every face ``detector`` finds in an (H, W, 3) uint8 RGB image, largest first (its
+    ``detect_all`` when it has one, else its single most prominent face)."""
+    detect_all = getattr(detector, "detect_all", None)
+    if detect_all is not None:
+        return list(detect_all(rgb))
+    found = detector.detect(rgb)
+    return [found] if found is not None else []
+
+
+def cut_face(
+    img: Image.Image, mode: ColorMode, size: int, box: Box | None = None, margin: float = 0.0
+) -> np.ndarray:
+    """The square around ``box`` widened by ``margin`` (the centre square without a box) of a
+    decoded image, converted to ``mode`` and resized to ``size``×``size`` uint8."""
+    img = to_mode(img, mode)
+    crop = square_crop(box, margin) if box is not None else center_crop(img.width, img.height)
+    return crop_resize(img, crop, size)
+
+
 def load_face(
     path: Path,
     mode: ColorMode,
@@ -205,9 +238,7 @@ def load_face(
     if detector is not None:
         rgb, _ = open_image(path, "RGB", exif_transpose=exif_transpose)
         found = detector.detect(np.asarray(rgb))
-        img = to_mode(rgb, mode)
-        crop = square_crop(found, margin) if found else center_crop(img.width, img.height)
-        return crop_resize(img, crop, size), found is not None
+        return cut_face(rgb, mode, size, found, margin), found is not None
     img, _ = open_image(
         path, mode, min_scale=lambda wh: size / min(wh), exif_transpose=exif_transpose
     )
