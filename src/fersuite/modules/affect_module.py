@@ -16,6 +16,10 @@ from fersuite.modules.optim import weight_decay_param_groups
 from fersuite.monitoring import monitor_direction
 from fersuite.types import AffectOutput
 
+#: Test-time augmentation (``tta``) of validation and test: ``hflip`` averages the logits and
+#: valence/arousal of the image and its mirror image.
+TTA_MODES = ("none", "hflip")
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
@@ -41,6 +45,7 @@ class AffectModule(L.LightningModule):
         monitor: str = "val/acc",
         compile: bool = False,
         monitor_mode: str | None = None,
+        tta: str = "none",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
@@ -55,6 +60,9 @@ class AffectModule(L.LightningModule):
                 f"the model predicts {num_classes} classes but the dataset has "
                 f"{len(self.class_names)} ({', '.join(self.class_names)}); set model.num_classes"
             )
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta={tta!r}; expected one of {', '.join(TTA_MODES)}")
+        self.tta = tta
         self.has_va = has_va
         self.monitor = monitor
         self.compile_net = compile
@@ -84,8 +92,17 @@ class AffectModule(L.LightningModule):
             return batch
         return {k: v for k, v in batch.items() if k not in ("valence", "arousal", "va_mask")}
 
+    def evaluate_forward(self, x: torch.Tensor) -> AffectOutput:
+        """The prediction that validation and test score: ``forward`` with ``tta``."""
+        out = self(x)
+        if self.tta == "hflip":
+            mirrored = self(torch.flip(x, dims=(-1,)))
+            out = AffectOutput(*((a + b) / 2 for a, b in zip(out, mirrored, strict=True)))
+        return out
+
     def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self(batch["image"])
+        out = self(batch["image"]) if stage == "train" else self.evaluate_forward(batch["image"])
+        self.last_output = out
         b = self._batch_for_loss(batch)
         terms = self.loss(out, b)
         self.last_loss_terms = terms  # read by fersuite.callbacks.nonfinite_guard
@@ -107,11 +124,13 @@ class AffectModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step("train", batch)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
         self._step("val", batch)
+        return self.last_output  # the scored prediction (with tta), for the reports
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
         self._step("test", batch)
+        return self.last_output
 
     def _epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
         metrics = self.metrics[f"{stage}_"]
@@ -188,6 +207,7 @@ def build_affect_module(
         monitor=cfg.get("monitor") or "val/acc",
         compile=cfg.get("compile", False),
         monitor_mode=cfg.get("monitor_mode"),
+        tta=str(cfg.get("tta") or "none"),
     )
 
 
