@@ -9,8 +9,8 @@ from typing import Any
 
 import lightning.pytorch as L
 import pytest
-from omegaconf import open_dict
 import torch
+from omegaconf import open_dict
 from torch import nn
 from torch.utils.data import DataLoader
 
