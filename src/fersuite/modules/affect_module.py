@@ -77,6 +77,8 @@ class AffectModule(L.LightningModule):
         self.best = MinMetric() if self.monitor_mode == "min" else MaxMetric()
         self.best.persistent(True)  # checkpointed, so a resumed run keeps its best so far
         self.confusion: dict[str, torch.Tensor] = {}
+        #: Reliability-diagram bins of the last val/test epoch (AffectMetrics.reliability).
+        self.reliability: dict[str, torch.Tensor] = {}
         #: Plain-data description saved in every checkpoint (see fersuite.checkpoint).
         self.checkpoint_meta: dict[str, Any] | None = None
 
@@ -140,6 +142,9 @@ class AffectModule(L.LightningModule):
             cm = metrics.confusion()
             if cm is not None:
                 self.confusion[stage] = cm.detach().cpu()
+            rel = metrics.reliability()
+            if rel is not None:
+                self.reliability[stage] = rel.detach().cpu()
         metrics.reset()
         return values
 
