@@ -271,6 +271,36 @@ def _check_reliability(cfg: DictConfig) -> None:
         raise ConfigError(f"resume={resume!r}; expected null, 'auto', a run dir or a .ckpt file")
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_options(cfg: DictConfig) -> None:
+    """The training options of issue 16 (ema, early_stopping, tta, mixup/cutmix, accumulation)."""
+    decay = OmegaConf.select(cfg, "ema.decay", default=None)
+    if decay is not None and not (_number(decay) and 0.0 < decay < 1.0):
+        raise ConfigError(f"ema.decay={decay!r}; expected a number in (0, 1) or null (off)")
+    patience = OmegaConf.select(cfg, "early_stopping.patience", default=None)
+    if patience is not None and not (
+        isinstance(patience, int) and not isinstance(patience, bool) and patience >= 1
+    ):
+        raise ConfigError(
+            f"early_stopping.patience={patience!r}; expected an integer >= 1 or null (off)"
+        )
+    tta = cfg.get("tta", "none")
+    if tta not in ("none", "hflip"):
+        raise ConfigError(f"tta={tta!r}; expected 'none' or 'hflip'")
+    for key in ("data.augment.mixup", "data.augment.cutmix"):
+        alpha = OmegaConf.select(cfg, key, default=0.0)
+        if not (_number(alpha) and alpha >= 0):
+            raise ConfigError(f"{key}={alpha!r}; expected a Beta alpha >= 0 (0: off)")
+    accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)
+    if not (isinstance(accumulate, int) and not isinstance(accumulate, bool) and accumulate >= 1):
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate!r}; expected an integer >= 1"
+        )
+
+
 def _check_monitor(cfg: DictConfig) -> None:
     monitor = cfg.get("monitor")
     if monitor is None:
@@ -283,6 +313,7 @@ def _check_monitor(cfg: DictConfig) -> None:
 def validate_schema(cfg: DictConfig) -> None:
     """Run every structural check; raise :class:`ConfigError` at the first problem."""
     _check_monitor(cfg)  # first: callbacks.model_checkpoint.mode resolves from it
+    _check_options(cfg)  # before callbacks.*: their errors name the top-level keys
     for group in TARGET_GROUPS:
         node = _resolved(cfg, group)
         if isinstance(node, Mapping) and "_target_" in node:

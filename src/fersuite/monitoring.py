@@ -29,7 +29,7 @@ __all__ = [
 Direction = Literal["min", "max"]
 
 #: Name parts of metrics where lower is better / higher is better.
-LOWER_IS_BETTER = frozenset({"loss", "rmse", "mae", "mse"})
+LOWER_IS_BETTER = frozenset({"loss", "rmse", "mae", "mse", "ece"})
 HIGHER_IS_BETTER = frozenset({"acc", "f1", "ccc", "pcc", "sagr"})
 MODES = ("min", "max")
 

@@ -68,7 +68,14 @@ def test_test_report_matches_the_module_confusion_and_predictions(tmp_path: Path
     trainer.test(module, datamodule=dm)
 
     run = tmp_path / "run"
-    for name in ("confusion_test.png", "va_test.png", "confusion_val.png", "va_val.png"):
+    for name in (
+        "confusion_test.png",
+        "va_test.png",
+        "confusion_val.png",
+        "va_val.png",
+        "reliability_test.png",
+        "reliability_val.png",
+    ):
         assert_valid_png(run / name)
     with open(run / "per_class_test.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -114,7 +121,7 @@ def test_wandb_logger_receives_images_and_table(tmp_path: Path) -> None:
 
         wandb.finish()
     images = list((run_dir / "media" / "images" / "reports").glob("*.png"))
-    assert {p.name.split("_test")[0] for p in images} == {"confusion", "va_scatter"}
+    assert {p.name.split("_test")[0] for p in images} == {"confusion", "va_scatter", "reliability"}
     assert list((run_dir / "media" / "table" / "reports").glob("per_class_test*.json"))
 
 

@@ -2,8 +2,9 @@
 
 For each stage in ``stages`` (``"test"`` by default; ``"val"`` reports the last validation
 epoch at the end of fit) it writes into the run dir ``confusion_<stage>.png``,
-``per_class_<stage>.csv`` and, when the dataset has valence/arousal, ``va_<stage>.png``; with a
-``WandbLogger`` the two images and the per-class table are also logged to W&B.
+``per_class_<stage>.csv``, ``reliability_<stage>.png`` (calibration) and, when the dataset
+has valence/arousal, ``va_<stage>.png``; with a
+``WandbLogger`` the images and the per-class table are also logged to W&B.
 
 The confusion matrix is the module's own (``pl_module.confusion[stage]``, rows = true class),
 so it is exactly the one behind the logged accuracy; class names come from
@@ -217,7 +218,8 @@ class ReportCallback(L.Callback):
         if not names:
             names = tuple(f"class_{i}" for i in range(confusion.shape[0]))
         out_dir = Path(self.output_dir or trainer.default_root_dir)
-        report = write_run_report(out_dir, stage, confusion, names, va)
+        reliability = getattr(pl_module, "reliability", {}).get(stage)
+        report = write_run_report(out_dir, stage, confusion, names, va, reliability)
         self.reports[stage] = report
         for row in report.per_class:
             if row["support"] > 0:
@@ -228,7 +230,11 @@ class ReportCallback(L.Callback):
     def _log_wandb(self, stage: str, trainer: L.Trainer, report: RunReport) -> None:
         for logger in wandb_loggers(trainer.loggers):
             try:
-                images = {"confusion": report.confusion_png, "va_scatter": report.va_png}
+                images = {
+                    "confusion": report.confusion_png,
+                    "va_scatter": report.va_png,
+                    "reliability": report.reliability_png,
+                }
                 for key, path in images.items():
                     if path is not None:
                         logger.log_image(f"reports/{key}_{stage}", images=[str(path)])

@@ -16,6 +16,10 @@ from fersuite.modules.optim import weight_decay_param_groups
 from fersuite.monitoring import monitor_direction
 from fersuite.types import AffectOutput
 
+#: Test-time augmentation (``tta``) of validation and test: ``hflip`` averages the logits and
+#: valence/arousal of the image and its mirror image.
+TTA_MODES = ("none", "hflip")
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
@@ -41,6 +45,7 @@ class AffectModule(L.LightningModule):
         monitor: str = "val/acc",
         compile: bool = False,
         monitor_mode: str | None = None,
+        tta: str = "none",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
@@ -55,6 +60,9 @@ class AffectModule(L.LightningModule):
                 f"the model predicts {num_classes} classes but the dataset has "
                 f"{len(self.class_names)} ({', '.join(self.class_names)}); set model.num_classes"
             )
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta={tta!r}; expected one of {', '.join(TTA_MODES)}")
+        self.tta = tta
         self.has_va = has_va
         self.monitor = monitor
         self.compile_net = compile
@@ -69,6 +77,8 @@ class AffectModule(L.LightningModule):
         self.best = MinMetric() if self.monitor_mode == "min" else MaxMetric()
         self.best.persistent(True)  # checkpointed, so a resumed run keeps its best so far
         self.confusion: dict[str, torch.Tensor] = {}
+        #: Reliability-diagram bins of the last val/test epoch (AffectMetrics.reliability).
+        self.reliability: dict[str, torch.Tensor] = {}
         #: Plain-data description saved in every checkpoint (see fersuite.checkpoint).
         self.checkpoint_meta: dict[str, Any] | None = None
 
@@ -84,8 +94,17 @@ class AffectModule(L.LightningModule):
             return batch
         return {k: v for k, v in batch.items() if k not in ("valence", "arousal", "va_mask")}
 
+    def evaluate_forward(self, x: torch.Tensor) -> AffectOutput:
+        """The prediction that validation and test score: ``forward`` with ``tta``."""
+        out = self(x)
+        if self.tta == "hflip":
+            mirrored = self(torch.flip(x, dims=(-1,)))
+            out = AffectOutput(*((a + b) / 2 for a, b in zip(out, mirrored, strict=True)))
+        return out
+
     def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self(batch["image"])
+        out = self(batch["image"]) if stage == "train" else self.evaluate_forward(batch["image"])
+        self.last_output = out
         b = self._batch_for_loss(batch)
         terms = self.loss(out, b)
         self.last_loss_terms = terms  # read by fersuite.callbacks.nonfinite_guard
@@ -107,11 +126,13 @@ class AffectModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step("train", batch)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
         self._step("val", batch)
+        return self.last_output  # the scored prediction (with tta), for the reports
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
         self._step("test", batch)
+        return self.last_output
 
     def _epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
         metrics = self.metrics[f"{stage}_"]
@@ -121,6 +142,9 @@ class AffectModule(L.LightningModule):
             cm = metrics.confusion()
             if cm is not None:
                 self.confusion[stage] = cm.detach().cpu()
+            rel = metrics.reliability()
+            if rel is not None:
+                self.reliability[stage] = rel.detach().cpu()
         metrics.reset()
         return values
 
@@ -188,6 +212,7 @@ def build_affect_module(
         monitor=cfg.get("monitor") or "val/acc",
         compile=cfg.get("compile", False),
         monitor_mode=cfg.get("monitor_mode"),
+        tta=str(cfg.get("tta") or "none"),
     )
 
 

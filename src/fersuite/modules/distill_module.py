@@ -111,6 +111,7 @@ class DistillationModule(AffectModule):
         monitor: str = "val/acc",
         compile: bool = False,
         monitor_mode: str | None = None,
+        tta: str = "none",
         teacher_outputs: str = "live",
         data_spec: InputSpec | None = None,
         cache_dir: str | None = None,
@@ -155,6 +156,7 @@ class DistillationModule(AffectModule):
             monitor=monitor,
             compile=compile,
             monitor_mode=monitor_mode,
+            tta=tta,
         )
         # Deliberately not a submodule: not saved, not in parameters(), not DDP-synchronised.
         object.__setattr__(self, "_teacher", frozen)
@@ -302,13 +304,13 @@ class DistillationModule(AffectModule):
         mapped = AffectOutput(scores, teacher_out.valence, teacher_out.arousal)
         self.teacher_metrics[f"{stage}_"].update(mapped, self._batch_for_loss(batch))
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
         self._update_teacher_metrics("val", batch)
-        super().validation_step(batch, batch_idx)
+        return super().validation_step(batch, batch_idx)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
         self._update_teacher_metrics("test", batch)
-        super().test_step(batch, batch_idx)
+        return super().test_step(batch, batch_idx)
 
     def _epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
         values = super()._epoch_end(stage)
@@ -420,6 +422,7 @@ def build_distill_module(cfg: DictConfig, datamodule: Any) -> DistillationModule
         monitor=cfg.monitor,
         compile=cfg.get("compile", False),
         monitor_mode=cfg.get("monitor_mode"),
+        tta=str(cfg.get("tta") or "none"),
         teacher_outputs=str(d.get("teacher_outputs", "live")),
         data_spec=data_spec,
         cache_dir=d.get("cache_dir"),

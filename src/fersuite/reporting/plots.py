@@ -96,6 +96,32 @@ def save_confusion_png(
     return _save(fig, path)
 
 
+def save_reliability_png(
+    bins: Any, path: str | os.PathLike[str], title: str = "Reliability diagram"
+) -> Path:
+    """Reliability diagram: accuracy per top-1 confidence bin against the diagonal.
+
+    ``bins`` is (B, 3): per equal-width bin the sample count, mean confidence and accuracy
+    (:meth:`fersuite.metrics.AffectMetrics.reliability`); the title gives the ECE."""
+    b = np.asarray(bins.cpu() if hasattr(bins, "cpu") else bins, dtype=np.float64)
+    count, conf, acc = b[:, 0], b[:, 1], b[:, 2]
+    n = len(count)
+    total = count.sum()
+    ece = float(np.sum(count * np.abs(acc - conf)) / total) if total else math.nan
+    edges = np.linspace(0.0, 1.0, n + 1)
+    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(edges[:-1], acc, width=1.0 / n, align="edge", edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-1 softmax)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} (ECE {ece:.3f}, n={int(total)})")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
 def save_va_scatter_png(
     pred_valence: Any,
     true_valence: Any,

@@ -10,7 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from fersuite.reporting.plots import save_confusion_png, save_va_scatter_png
+from fersuite.reporting.plots import (
+    save_confusion_png,
+    save_reliability_png,
+    save_va_scatter_png,
+)
 from fersuite.reporting.tables import PER_CLASS_COLUMNS, per_class_rows, write_csv
 
 __all__ = ["RunReport", "VAPairs", "write_run_report"]
@@ -38,11 +42,14 @@ class RunReport:
     per_class_csv: Path
     va_png: Path | None
     per_class: list[dict[str, Any]] = field(default_factory=list)
+    reliability_png: Path | None = None
 
     def paths(self) -> dict[str, Path]:
         out = {"confusion": self.confusion_png, "per_class": self.per_class_csv}
         if self.va_png is not None:
             out["va_scatter"] = self.va_png
+        if self.reliability_png is not None:
+            out["reliability"] = self.reliability_png
         return out
 
 
@@ -52,12 +59,14 @@ def write_run_report(
     confusion: Any,
     class_names: Sequence[str],
     va: VAPairs | None = None,
+    reliability: Any = None,
 ) -> RunReport:
     """Write ``confusion_<stage>.png``, ``per_class_<stage>.csv`` and (with VA pairs)
     ``va_<stage>.png`` into ``out_dir``.
 
     ``confusion`` is a (C, C) count matrix, rows = true class, columns = prediction, in the
-    order of ``class_names``.
+    order of ``class_names``. ``reliability`` (confidence bins, see
+    :func:`~fersuite.reporting.plots.save_reliability_png`) adds ``reliability_<stage>.png``.
     """
     out = Path(out_dir)
     rows = per_class_rows(confusion, class_names)
@@ -76,4 +85,9 @@ def write_run_report(
             out / f"va_{stage}.png",
             title=f"{stage}: prediction vs. truth",
         )
-    return RunReport(stage, conf_png, csv_path, va_png, rows)
+    rel_png = None
+    if reliability is not None:
+        rel_png = save_reliability_png(
+            reliability, out / f"reliability_{stage}.png", title=f"{stage} reliability"
+        )
+    return RunReport(stage, conf_png, csv_path, va_png, rows, rel_png)

@@ -35,7 +35,9 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
         if not has_logger and str(cb_cfg._target_).endswith("LearningRateMonitor"):
             continue
         log.debug("callback %s", name)
-        callbacks.append(instantiate(cb_cfg))
+        callback = instantiate(cb_cfg)
+        if callback is not None:  # an option that is off (e.g. ema.decay=null) builds none
+            callbacks.append(callback)
     return callbacks
 
 

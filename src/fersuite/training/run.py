@@ -64,7 +64,9 @@ def make_trainer(
     )
     config = OmegaConf.to_container(cfg, resolve=True)
     if trainer.is_global_zero:
-        info = {"config": config, **environment(), **(extra or {})}
+        # tta: how validation and test predicted (averaged over the mirror image or not).
+        info = {"config": config, "tta": str(cfg.get("tta") or "none"), **environment()}
+        info.update(extra or {})
         atomic_write_json(out_dir / "run_info.json", info)
     for lg in loggers:
         lg.log_hyperparams(config)  # type: ignore[arg-type]
