@@ -5,7 +5,8 @@ The program is exported at batch 1 (``torch.export.export``), lowered with
 serialised with ``.to_executorch().buffer``. With calibration images it is first quantised
 with PT2E: the XNNPACK quantizer (``get_symmetric_quantization_config(is_per_channel=True)``:
 per-channel int8 weights, static int8 activations), torchao's ``prepare_pt2e``, one forward
-per calibration image (the graph is specialised to batch 1), ``convert_pt2e``, export again.
+per calibration batch (exported with a dynamic batch axis for that), ``convert_pt2e``, and
+export again at batch 1.
 
 :class:`ExecuTorchModel` loads a ``.pte`` with ``executorch.runtime`` and runs any batch size
 by running the batch-1 program once per image.
@@ -126,14 +127,19 @@ def _calibrate(
 
     config = get_symmetric_quantization_config(is_per_channel=True)  # static activations
     quantizer = XNNPACKQuantizer().set_global(config)
-    graph = torch.export.export(wrapper, (example,)).module()
+    # Calibrated with a dynamic batch axis: the observed graph runs whole batches (one image
+    # at a time was ~40x slower); the converted module is re-exported at batch 1 afterwards.
+    batch_dim = torch.export.Dim("batch", min=1, max=1024)
+    spec = {"x": {0: batch_dim}}
+    two = example.expand(2, *example.shape[1:]).contiguous()
+    graph = torch.export.export(wrapper, (two,), dynamic_shapes=spec).module()
     prepared = prepare_pt2e(graph, quantizer)  # type: ignore[arg-type]
     n = 0
     with torch.no_grad():
         for batch in batches:
-            for image in batch:  # the graph is specialised to batch 1
-                prepared(image.unsqueeze(0))
-                n += 1
+            for chunk in batch.split(1024):
+                prepared(chunk)
+                n += int(chunk.shape[0])
     if n == 0:
         raise ExportError("int8 ExecuTorch export: the calibration data holds no image")
     return convert_pt2e(prepared), n
