@@ -1,9 +1,9 @@
 """ExecuTorch: the fp32 ``.pte`` matches eager at any batch size, the int8 one is small and runs,
 ``load_predictor`` runs a ``.pte`` with its sidecar, and bad files or models give one line.
 
-Lowering to XNNPACK costs ~10 s of CPU per export here plus ~20 s once per process (imports,
-the XNNPACK pattern graphs), nearly independent of the weights: the default tests use one
-small lightweight CNN (two bottlenecks, a wide expansion block so that weights dominate the
+An export costs ~10 s (fp32) to ~20 s (int8) of CPU here plus ~20 s once per process (imports,
+the XNNPACK pattern graphs), growing with the graph's nodes, not its weights: the default tests
+use one small lightweight CNN (two bottlenecks, a wide expansion block so that weights dominate the
 file), exported once per format for the whole module.
 """
 
