@@ -68,7 +68,14 @@ def _data(ckpt: Path) -> Any:
     return export_data_config(OmegaConf.create({"data": None}), str(ckpt), "test")
 
 
-@pytest.mark.parametrize(("fmt", "file"), [("onnx", "model.onnx"), ("executorch", "model.pte")])
+@pytest.mark.parametrize(
+    ("fmt", "file"),
+    [
+        ("onnx", "model.onnx"),
+        # ~1-2 min of XNNPACK lowering; ExecuTorch int8 is also exercised by test_executorch.py
+        pytest.param("executorch", "model.pte", marks=pytest.mark.slow),
+    ],
+)
 def test_int8_export_is_calibrated_verified_by_agreement_and_smaller(
     trained: Path, tmp_path: Path, fmt: str, file: str
 ) -> None:
