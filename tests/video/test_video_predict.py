@@ -186,3 +186,22 @@ def test_help_lists_the_video_keys() -> None:
         "traces",
     ):
         assert f"\n{key}: " in HELP
+
+
+def test_ctrl_c_keeps_the_frames_read_so_far(clip: dict[str, Path], tmp_path: Path) -> None:
+    """A camera is stopped with Ctrl-C: what was read is predicted and written, not lost."""
+    pred = load_predictor(clip["ckpt"])
+    seen = []
+
+    def stop_after_seven(reader: object) -> None:
+        seen.append(1)
+        if len(seen) == 7:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "ann.avi"
+    res = predict_video(
+        pred, clip["avi"], VideoSettings(batch_size=4), video_out=out, on_frame=stop_after_seven
+    )
+    assert res.interrupted
+    assert [r["frame"] for r in res.rows] == list(range(7))
+    assert _frames(out)[0] == 7
