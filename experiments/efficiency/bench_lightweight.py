@@ -55,11 +55,37 @@ def _rate(fn: Callable[[], object], batch: int, seconds: float) -> float:
             return n * batch / elapsed
 
 
+def _task(
+    mode: str,
+    forward: Callable[[torch.Tensor], AffectOutput],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    opt: torch.optim.Optimizer,
+) -> Callable[[], object]:
+    """One inference call (inference mode) or one AdamW training step."""
+    if mode == "inference":
+
+        def infer() -> object:
+            with torch.inference_mode():
+                return forward(x)
+
+        return infer
+
+    def step() -> object:
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(forward(x).expression, y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
 def bench(batches: list[int], reps: int, seconds: float, size: int) -> None:
     torch.manual_seed(0)
     net = LightweightCNN(num_classes=8, in_chans=1, input_size=size)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    impls = {"before": lambda x: reference_forward(net, x), "after": net}
+    impls = {"before": lambda t: reference_forward(net, t), "after": net}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, input 1x{size}x{size}")
     print("| mode | batch | before img/s | after img/s | after / before |")
     print("|---|---|---|---|---|")
@@ -67,27 +93,8 @@ def bench(batches: list[int], reps: int, seconds: float, size: int) -> None:
         for batch in batches:
             x = torch.randn(batch, 1, size, size)
             y = torch.randint(0, 8, (batch,))
-
-            def make(forward: Callable[[torch.Tensor], AffectOutput]) -> Callable[[], object]:
-                if mode == "inference":
-
-                    def infer() -> object:
-                        with torch.inference_mode():
-                            return forward(x)
-
-                    return infer
-
-                def step() -> object:
-                    opt.zero_grad(set_to_none=True)
-                    loss = nn.functional.cross_entropy(forward(x).expression, y)
-                    loss.backward()
-                    opt.step()
-                    return loss
-
-                return step
-
             net.train(mode != "inference")
-            fns = {k: make(f) for k, f in impls.items()}
+            fns = {k: _task(mode, f, x, y, opt) for k, f in impls.items()}
             for fn in fns.values():  # warm-up
                 _rate(fn, batch, 0.0)
             rates: dict[str, list[float]] = {k: [] for k in fns}
@@ -106,51 +113,63 @@ def _kind(module: nn.Module) -> str:
     return type(module).__name__
 
 
+def _part(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("stem", "blocks") else parts[0]
+
+
+class _LeafTimer:
+    """Forward hooks on every leaf module: seconds by part of the network and by module type."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.leaves = {m: n for n, m in net.named_modules() if n and not list(m.children())}
+        self.by_part: dict[str, float] = {}
+        self.by_kind: dict[str, float] = {}
+        self.starts: dict[nn.Module, float] = {}
+        self.hooks = [m.register_forward_pre_hook(self._pre) for m in self.leaves]
+        self.hooks += [m.register_forward_hook(self._post) for m in self.leaves]
+
+    def _pre(self, m: nn.Module, _inputs: object) -> None:
+        self.starts[m] = time.perf_counter()
+
+    def _post(self, m: nn.Module, _inputs: object, _out: object) -> None:
+        dt = time.perf_counter() - self.starts[m]
+        part, kind = _part(self.leaves[m]), _kind(m)
+        self.by_part[part] = self.by_part.get(part, 0.0) + dt
+        self.by_kind[kind] = self.by_kind.get(kind, 0.0) + dt
+
+    def clear(self) -> None:
+        self.by_part.clear()
+        self.by_kind.clear()
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
 def profile(batch: int, size: int, reps: int) -> None:
     """Forward time (eval, inference mode) by leaf module, "before" and "after", from forward
     hooks on every leaf module; "not in a module" is the rest (concatenation, residual adds,
     flatten, the BatchNorm folding arithmetic)."""
     torch.manual_seed(0)
     net = LightweightCNN(num_classes=8, in_chans=1, input_size=size).eval()
-    leaves = {m: n for n, m in net.named_modules() if n and not list(m.children())}
     x = torch.randn(batch, 1, size, size)
     for label, fn in (("before", lambda: reference_forward(net, x)), ("after", lambda: net(x))):
-        by_part: dict[str, float] = {}
-        by_kind: dict[str, float] = {}
-        starts: dict[nn.Module, float] = {}
-
-        def pre(m: nn.Module, _inputs: object) -> None:
-            starts[m] = time.perf_counter()
-
-        def post(m: nn.Module, _inputs: object, _out: object) -> None:
-            dt = time.perf_counter() - starts[m]
-            name = leaves[m]
-            part = (
-                ".".join(name.split(".")[:2])
-                if name.startswith(("stem", "blocks"))
-                else (name.split(".")[0])
-            )
-            by_part[part] = by_part.get(part, 0.0) + dt
-            by_kind[_kind(m)] = by_kind.get(_kind(m), 0.0) + dt
-
-        hooks = [m.register_forward_pre_hook(pre) for m in leaves]
-        hooks += [m.register_forward_hook(post) for m in leaves]
+        timer = _LeafTimer(net)
         with torch.inference_mode():
             fn()
-            by_part.clear()
-            by_kind.clear()
+            timer.clear()
             start = time.perf_counter()
             for _ in range(reps):
                 fn()
             whole = (time.perf_counter() - start) / reps
-        for h in hooks:
-            h.remove()
+        timer.remove()
         print(
-            f"\n{label}: batch {batch}, {whole * 1e3:.1f} ms per forward ({batch / whole:.0f} "
-            "img/s)"
+            f"\n{label}: batch {batch}, {whole * 1e3:.1f} ms per forward "
+            f"({batch / whole:.0f} img/s)"
         )
-        rest = whole - sum(by_kind.values()) / reps
-        for title, table in (("by part", by_part), ("by module type", by_kind)):
+        rest = whole - sum(timer.by_kind.values()) / reps
+        for title, table in (("by part", timer.by_part), ("by module type", timer.by_kind)):
             rows = sorted(table.items(), key=lambda kv: -kv[1])
             print(
                 f"  {title} (ms): "

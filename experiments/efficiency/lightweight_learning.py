@@ -35,8 +35,12 @@ def layer_stats(net: LightweightCNN, x: torch.Tensor, y: torch.Tensor) -> None:
     def hook(name: str):
         def fn(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
             o = out.detach()
-            stats[name] = (o.std().item(), (o == 0).float().mean().item(),
-                           (o == 6).float().mean().item())
+            stats[name] = (
+                o.std().item(),
+                (o == 0).float().mean().item(),
+                (o == 6).float().mean().item(),
+            )
+
         return fn
 
     blocks = {n: m for n, m in net.named_modules() if isinstance(m, ConvBNAct)}
@@ -51,14 +55,25 @@ def layer_stats(net: LightweightCNN, x: torch.Tensor, y: torch.Tensor) -> None:
     for n, m in blocks.items():
         w = m[0].weight
         s = stats[n]
-        print(f"{n:28s} {s[0]:8.3f} {s[1]:6.2f} {s[2]:6.2f} {(w.grad.norm() / w.norm()).item():9.2e}")
+        print(
+            f"{n:28s} {s[0]:8.3f} {s[1]:6.2f} {s[2]:6.2f} {(w.grad.norm() / w.norm()).item():9.2e}"
+        )
     fc = net.head.fc
-    print(f"head.fc |g|/|w| {(fc.weight.grad.norm() / fc.weight.norm()).item():.2e}; "
-          f"logit std across images {out.expression.std(0).mean().item():.4f}")
+    print(
+        f"head.fc |g|/|w| {(fc.weight.grad.norm() / fc.weight.norm()).item():.2e}; "
+        f"logit std across images {out.expression.std(0).mean().item():.4f}"
+    )
 
 
-def train(net: LightweightCNN, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int,
-          lr: float, wd: float) -> None:
+def train(
+    net: LightweightCNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    batch: int,
+    lr: float,
+    wd: float,
+) -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
     sched = warmup_cosine(opt, total_steps=steps)
     gen = torch.Generator().manual_seed(0)
@@ -74,14 +89,28 @@ def train(net: LightweightCNN, x: torch.Tensor, y: torch.Tensor, steps: int, bat
             print(f"step {step:3d} train loss {loss.item():.3f}")
 
 
-def evaluate(net: LightweightCNN, x: torch.Tensor, y: torch.Tensor) -> None:
+def evaluate(net: LightweightCNN, x: torch.Tensor, y: torch.Tensor, label: str = "eval") -> None:
     net.eval()
+    sat: dict[str, float] = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda _m, _i, o, n=n: sat.__setitem__(n, (o == 6).float().mean().item())
+        )
+        for n, m in net.named_modules()
+        if isinstance(m, ConvBNAct) and isinstance(m[-1], nn.ReLU6)
+    ]
     with torch.no_grad():
         logits = net(x).expression
+    for h in hooks:
+        h.remove()
+    worst = sorted(sat.items(), key=lambda kv: -kv[1])[:3]
+    print(f"{label}: ReLU6 saturated (=6) most in " + ", ".join(f"{n} {v:.2f}" for n, v in worst))
     spread = logits.std(0).mean().item()
     acc = (logits.argmax(1) == y).float().mean().item()
-    print(f"eval: logit std across images {spread:.4f}, accuracy {acc:.3f} "
-          f"(chance 0.125), distinct predictions {logits.argmax(1).unique().numel()}")
+    print(
+        f"{label}: logit std across images {spread:.4f}, accuracy {acc:.3f} "
+        f"(chance 0.125), distinct predictions {logits.argmax(1).unique().numel()}"
+    )
 
 
 def main() -> None:
@@ -91,15 +120,35 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.002)
     p.add_argument("--wd", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--legacy-init",
+        action="store_true",
+        help="re-initialise the convolutions as before issue 16 (kaiming_normal_ fan_out, "
+        "which ignores groups)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, y = faces(1000, seed=0)
     xv, yv = faces(256, seed=1)
     net = LightweightCNN(num_classes=8)
+    if args.legacy_init:
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     layer_stats(net, x[:64], y[:64])
     train(net, x, y, args.steps, args.batch, args.lr, args.wd)
     evaluate(net, xv, yv)
+    # The same weights with BatchNorm statistics recomputed on the training images.
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 100):
+            net(x[i : i + 100])
+    evaluate(net, xv, yv, "eval, BatchNorm statistics recomputed")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ At 48x48 grayscale with the defaults the network has ~0.64 M parameters and ~38 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -232,7 +233,14 @@ class LightweightCNN(nn.Module):
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                # He init over the true fan-out (k*k*out/groups). nn.init.kaiming_normal_
+                # ignores groups, which made the depthwise kernels sqrt(channels) times too
+                # small (std 0.02 instead of 0.47 at 576 channels): harmless in the forward pass
+                # (BatchNorm follows) but Adam's scale-free steps then grow them by ~10% a step,
+                # the BatchNorm running statistics lag behind and eval-mode outputs collapse to
+                # a constant for the first epochs (issue 16).
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
