@@ -13,6 +13,8 @@ logits across images and the eval accuracy on held-out faces.
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 
 import torch
 from torch import nn
@@ -89,6 +91,31 @@ def train(
             print(f"step {step:3d} train loss {loss.item():.3f}")
 
 
+def bn_mismatch(net: LightweightCNN, x: torch.Tensor) -> None:
+    """running_var / the variance of the BatchNorm's input on these images, per BatchNorm."""
+    ratios: dict[str, float] = {}
+
+    def hook(name: str, block: ConvBNAct):
+        def fn(_m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            var = block[0](inputs[0]).var(dim=(0, 2, 3))  # what the BatchNorm normalises
+            ratios[name] = (block[1].running_var / var.clamp_min(1e-12)).median().item()
+
+        return fn
+
+    blocks = {n: m for n, m in net.named_modules() if isinstance(m, ConvBNAct)}
+    hooks = [m.register_forward_pre_hook(hook(n, m)) for n, m in blocks.items()]
+    net.eval()
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    far = sorted(ratios.items(), key=lambda kv: -abs(math.log(kv[1])))[:4]
+    print(
+        "BatchNorm running_var / actual input variance (median over channels), furthest from 1: "
+        + ", ".join(f"{n} {v:.3g}" for n, v in far)
+    )
+
+
 def evaluate(net: LightweightCNN, x: torch.Tensor, y: torch.Tensor, label: str = "eval") -> None:
     net.eval()
     sat: dict[str, float] = {}
@@ -137,7 +164,18 @@ def main() -> None:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     layer_stats(net, x[:64], y[:64])
+    norms = {n: m.weight.norm().item() for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
     train(net, x, y, args.steps, args.batch, args.lr, args.wd)
+    growth = [
+        (m.weight.norm() / norms[n]).item()
+        for n, m in net.named_modules()
+        if isinstance(m, nn.Conv2d) and m.groups > 1
+    ]
+    print(
+        f"depthwise kernels: norm after / at init: median {statistics.median(growth):.1f}, "
+        f"max {max(growth):.1f}"
+    )
+    bn_mismatch(net, x[:256])
     evaluate(net, xv, yv)
     # The same weights with BatchNorm statistics recomputed on the training images.
     for m in net.modules():
