@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fersuite.models.lightweight_cnn import LightweightCNN
+from fersuite.models.lightweight_cnn import ConvBNAct, LightweightCNN
 from fersuite.types import AffectOutput
 
 
@@ -119,22 +119,36 @@ def _part(name: str) -> str:
 
 
 class _LeafTimer:
-    """Forward hooks on every leaf module: seconds by part of the network and by module type."""
+    """Forward hooks on every leaf module and every ConvBNAct (whose eval forward is one folded
+    convolution, not its children): seconds by part of the network and by module type."""
 
     def __init__(self, net: nn.Module) -> None:
-        self.leaves = {m: n for n, m in net.named_modules() if n and not list(m.children())}
+        self.names = {
+            m: n
+            for n, m in net.named_modules()
+            if n and (not list(m.children()) or isinstance(m, ConvBNAct))
+        }
         self.by_part: dict[str, float] = {}
         self.by_kind: dict[str, float] = {}
         self.starts: dict[nn.Module, float] = {}
-        self.hooks = [m.register_forward_pre_hook(self._pre) for m in self.leaves]
-        self.hooks += [m.register_forward_hook(self._post) for m in self.leaves]
+        self.inside = 0  # > 0 while a ConvBNAct runs (its activation is counted with it)
+        self.hooks = [m.register_forward_pre_hook(self._pre) for m in self.names]
+        self.hooks += [m.register_forward_hook(self._post) for m in self.names]
 
     def _pre(self, m: nn.Module, _inputs: object) -> None:
         self.starts[m] = time.perf_counter()
+        self.inside += isinstance(m, ConvBNAct)
 
     def _post(self, m: nn.Module, _inputs: object, _out: object) -> None:
         dt = time.perf_counter() - self.starts[m]
-        part, kind = _part(self.leaves[m]), _kind(m)
+        if isinstance(m, ConvBNAct):
+            self.inside -= 1
+            kind = f"{_kind(m[0])}+BN(+act), folded"
+        elif self.inside:
+            return
+        else:
+            kind = _kind(m)
+        part = _part(self.names[m])
         self.by_part[part] = self.by_part.get(part, 0.0) + dt
         self.by_kind[kind] = self.by_kind.get(kind, 0.0) + dt
 
@@ -149,8 +163,7 @@ class _LeafTimer:
 
 def profile(batch: int, size: int, reps: int) -> None:
     """Forward time (eval, inference mode) by leaf module, "before" and "after", from forward
-    hooks on every leaf module; "not in a module" is the rest (concatenation, residual adds,
-    flatten, the BatchNorm folding arithmetic)."""
+    hooks; "not in a module" is the rest (concatenation, residual adds, flatten)."""
     torch.manual_seed(0)
     net = LightweightCNN(num_classes=8, in_chans=1, input_size=size).eval()
     x = torch.randn(batch, 1, size, size)

