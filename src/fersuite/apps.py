@@ -13,6 +13,8 @@
   (Optuna: within ``hydra.sweeper.max_failure_rate``). At the end the app prints
   ``N of M jobs failed`` and exits with status 1 when any failed, 0 otherwise.
 * The W&B run is always finished (:func:`fersuite.loggers.finish_wandb`).
+* glibc's allocator is tuned for large tensors first (:func:`fersuite.utils.malloc.tune_malloc`;
+  ``FERSUITE_MALLOC_TUNING=0`` turns it off).
 
 Hydra apps are wrapped twice: :func:`task_wrapper` around the task function (below
 ``@hydra.main``; it logs a failed multirun job in that job's log, finishes W&B and re-raises)
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fersuite.errors import RunFailedError, is_user_error, one_line
+from fersuite.utils.malloc import tune_malloc
 
 __all__ = ["in_multirun", "note_multirun", "run_app", "task_wrapper"]
 
@@ -132,6 +135,7 @@ def run_app(app: str, main: Callable[..., Any], *args: Any) -> None:
     argparse-style app) is its exit status.
     """
     prog = f"fersuite-{app}"
+    tune_malloc()  # before the first large allocation (FERSUITE_MALLOC_TUNING=0: off)
     _SWEEPS.clear()
     _RUN_ERRORS.clear()
     saved = os.environ.get("HYDRA_FULL_ERROR")

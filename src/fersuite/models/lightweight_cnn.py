@@ -17,16 +17,24 @@ At 48x48 grayscale with the defaults the network has ~0.64 M parameters and ~38 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fersuite.models.heads import JointHead
 from fersuite.types import AffectOutput, InputSpec
 
-__all__ = ["DEFAULT_BOTTLENECKS", "InceptionStem", "InvertedResidual", "LightweightCNN"]
+__all__ = [
+    "DEFAULT_BOTTLENECKS",
+    "ConvBNAct",
+    "InceptionStem",
+    "InvertedResidual",
+    "LightweightCNN",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,31 @@ def _make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+class ConvBNAct(nn.Sequential):
+    """``Conv2d -> BatchNorm2d [-> activation]``: the children (and state_dict keys ``0.*``,
+    ``1.*``) of the plain ``nn.Sequential`` it replaces.
+
+    In eval mode the BatchNorm is folded into the convolution on the fly (one convolution with
+    scaled weights and a bias instead of a convolution plus a normalisation pass over its output;
+    same result up to float rounding, differentiable). Under ``torch.jit`` tracing (fvcore's MAC
+    count, the legacy ONNX exporter, which folds BatchNorm itself) it runs unfolded.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self[0], self[1]
+        if self.training or not bn.track_running_stats or torch.jit.is_tracing():
+            return super().forward(x)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+        out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        for act in list(self)[2:]:
+            out = act(out)
+        return out
+
+
 def _conv_bn_act(
     in_ch: int,
     out_ch: int,
@@ -57,14 +90,14 @@ def _conv_bn_act(
     stride: int = 1,
     groups: int = 1,
     act: type[nn.Module] | None = nn.ReLU,
-) -> nn.Sequential:
+) -> ConvBNAct:
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out_ch),
     ]
     if act is not None:
         layers.append(act(inplace=True))
-    return nn.Sequential(*layers)
+    return ConvBNAct(*layers)
 
 
 class InceptionStem(nn.Module):
@@ -87,10 +120,23 @@ class InceptionStem(nn.Module):
         self.out_channels = c1 + c3 + c5 + cp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            (self.branch1x1(x), self.branch3x3(x), self.branch5x5(x), self.branch_pool(x)),
-            dim=1,
+        branches = (self.branch1x1(x), self.branch3x3(x), self.branch5x5(x), self.branch_pool(x))
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return torch.cat(branches, dim=1)
+        # Concatenated straight into channels-last (NHWC) memory: every later convolution then
+        # runs on NHWC activations, which oneDNN computes without converting its input and output
+        # (several times faster for the depthwise convolutions on CPU); values are unchanged.
+        if torch.is_grad_enabled():  # cat(out=...) is not differentiable
+            return torch.cat(branches, dim=1).contiguous(memory_format=torch.channels_last)
+        b, _, h, w = branches[0].shape
+        ref = branches[0]
+        out = torch.empty(
+            (b, self.out_channels, h, w),
+            dtype=ref.dtype,
+            device=ref.device,
+            memory_format=torch.channels_last,
         )
+        return torch.cat(branches, dim=1, out=out)
 
 
 class InvertedResidual(nn.Module):
@@ -187,7 +233,14 @@ class LightweightCNN(nn.Module):
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                # He init over the true fan-out (k*k*out/groups). nn.init.kaiming_normal_
+                # ignores groups, which made the depthwise kernels sqrt(channels) times too
+                # small (std 0.02 instead of 0.47 at 576 channels): harmless in the forward pass
+                # (BatchNorm follows) but Adam's scale-free steps then grow them by ~10% a step,
+                # the BatchNorm running statistics lag behind and eval-mode outputs collapse to
+                # a constant for the first epochs (issue 16).
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
