@@ -65,12 +65,19 @@ class ConvBNAct(nn.Sequential):
     In eval mode the BatchNorm is folded into the convolution on the fly (one convolution with
     scaled weights and a bias instead of a convolution plus a normalisation pass over its output;
     same result up to float rounding, differentiable). Under ``torch.jit`` tracing (fvcore's MAC
-    count, the legacy ONNX exporter, which folds BatchNorm itself) it runs unfolded.
+    count, the legacy ONNX exporter, which folds BatchNorm itself) and under ``torch.export`` /
+    ``torch.compile`` (the dynamo ONNX exporter, ExecuTorch and its PT2E quantisation, which need
+    the weights as constants and fold BatchNorm themselves) it runs unfolded.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn = self[0], self[1]
-        if self.training or not bn.track_running_stats or torch.jit.is_tracing():
+        if (
+            self.training
+            or not bn.track_running_stats
+            or torch.jit.is_tracing()
+            or torch.compiler.is_compiling()  # torch.export / compile: the plain graph
+        ):
             return super().forward(x)
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         bias = bn.bias - bn.running_mean * scale
