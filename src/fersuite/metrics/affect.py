@@ -106,9 +106,15 @@ class AffectMetrics(nn.Module):
             return None
         from torchmetrics.utilities import dim_zero_cat
 
+        def cat(state: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+            # a list per rank; after a DDP sync torchmetrics leaves one concatenated tensor
+            if isinstance(state, torch.Tensor):
+                return state.float()
+            return dim_zero_cat(state).float() if len(state) else torch.zeros(0)
+
         with cal.sync_context():
-            conf = dim_zero_cat(cal.confidences).float() if cal.confidences else torch.zeros(0)
-            acc = dim_zero_cat(cal.accuracies).float() if cal.accuracies else torch.zeros(0)
+            conf = cat(cal.confidences)
+            acc = cat(cal.accuracies)
         edges = torch.linspace(0, 1, ECE_BINS + 1, device=conf.device)
         index = (torch.bucketize(conf, edges, right=True) - 1).clamp(0, ECE_BINS - 1)
         count = torch.zeros(ECE_BINS, device=conf.device).index_add_(
