@@ -23,7 +23,7 @@ RUN = [
     "callbacks.reports=null",
     "test=false",
     "scheduler=none",
-    "optimizer.lr=0.05",
+    "optimizer.lr=0.01",
 ]
 
 
