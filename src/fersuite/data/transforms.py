@@ -20,6 +20,10 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     erasing: float = 0.0
+    #: Beta alphas of batch mixup / cutmix (0: off); applied by the training module on the
+    #: batch (fersuite.data.mixing), not per sample.
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.hflip <= 1.0:

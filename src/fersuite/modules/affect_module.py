@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
+from fersuite.data.mixing import BatchMixing
 from fersuite.losses.affect import AffectLoss
 from fersuite.metrics.affect import AffectMetrics
 from fersuite.modules.optim import weight_decay_param_groups
@@ -46,9 +47,12 @@ class AffectModule(L.LightningModule):
         compile: bool = False,
         monitor_mode: str | None = None,
         tta: str = "none",
+        mixing: BatchMixing | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(
+            ignore=["net", "loss", "optimizer", "scheduler", "mixing"], logger=False
+        )
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
@@ -63,6 +67,8 @@ class AffectModule(L.LightningModule):
         if tta not in TTA_MODES:
             raise ValueError(f"tta={tta!r}; expected one of {', '.join(TTA_MODES)}")
         self.tta = tta
+        #: Mixup/cutmix of training batches (``data.augment.mixup``/``cutmix``; None: off).
+        self.mixing = mixing if mixing is not None and mixing.enabled else None
         self.has_va = has_va
         self.monitor = monitor
         self.compile_net = compile
@@ -123,8 +129,14 @@ class AffectModule(L.LightningModule):
             )
         return terms["loss"]
 
+    def mixed(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """The training batch after mixup/cutmix (the batch itself when off)."""
+        if self.mixing is None:
+            return batch
+        return self.mixing(batch, self.current_epoch, batch_idx, self.global_rank)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step("train", batch)
+        return self._step("train", self.mixed(batch, batch_idx))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
         self._step("val", batch)
@@ -213,6 +225,22 @@ def build_affect_module(
         compile=cfg.get("compile", False),
         monitor_mode=cfg.get("monitor_mode"),
         tta=str(cfg.get("tta") or "none"),
+        mixing=mixing_from_config(cfg, datamodule.num_classes),
+    )
+
+
+def mixing_from_config(cfg: Any, num_classes: int) -> BatchMixing | None:
+    """``data.augment.mixup``/``cutmix`` of a composed config (None when both are 0), seeded
+    by ``seed`` (or this process's torch seed when ``seed=null``)."""
+    from omegaconf import OmegaConf
+
+    mixup = float(OmegaConf.select(cfg, "data.augment.mixup", default=0.0) or 0.0)
+    cutmix = float(OmegaConf.select(cfg, "data.augment.cutmix", default=0.0) or 0.0)
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    seed = cfg.get("seed")
+    return BatchMixing(
+        mixup, cutmix, int(num_classes), int(torch.initial_seed() if seed is None else seed)
     )
 
 

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fersuite.config import ConfigError
+from fersuite.data.mixing import BatchMixing
 from fersuite.distill.adapt import adapt_images, same_input, spec_from
 from fersuite.distill.cache import TeacherOutputCache, TeacherOutputs
 from fersuite.distill.labels import ClassMap
@@ -43,6 +44,7 @@ from fersuite.modules.affect_module import (
     OptimizerFactory,
     SchedulerFactory,
     build_loss,
+    mixing_from_config,
 )
 from fersuite.types import AffectOutput, InputSpec
 
@@ -118,6 +120,7 @@ class DistillationModule(AffectModule):
         cache_batch_size: int = 64,
         cache_num_workers: int = 0,
         teacher_metrics: bool = True,
+        mixing: BatchMixing | None = None,
     ) -> None:
         if not isinstance(loss, DistillationLoss):
             raise ConfigError(
@@ -136,6 +139,11 @@ class DistillationModule(AffectModule):
             raise ConfigError(
                 "loss.hint_weight > 0 needs distill.teacher_outputs=live (teacher feature maps "
                 "are not cached)"
+            )
+        if teacher_outputs == "cached" and mixing is not None and mixing.enabled:
+            raise ConfigError(
+                "data.augment.mixup/cutmix need distill.teacher_outputs=live (cached teacher "
+                "outputs are of the un-mixed images)"
             )
         if not class_names:
             raise ConfigError("task=distill needs the dataset's class names to map the teacher's")
@@ -157,6 +165,7 @@ class DistillationModule(AffectModule):
             compile=compile,
             monitor_mode=monitor_mode,
             tta=tta,
+            mixing=mixing,
         )
         # Deliberately not a submodule: not saved, not in parameters(), not DDP-synchronised.
         object.__setattr__(self, "_teacher", frozen)
@@ -287,12 +296,13 @@ class DistillationModule(AffectModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # The supervised step (forward, loss, metrics, logging) runs on the batch extended
         # with the teacher's outputs.
+        batch = self.mixed(batch, batch_idx)  # the teacher sees the mixed images too
         use_hint = self.hint is not None
         teacher_out, teacher_feats = self.teacher_forward("train", batch, features=use_hint)
         batch = self.with_teacher(batch, teacher_out)
         self._hint_context = (batch, teacher_feats) if use_hint else None
         try:
-            return super().training_step(batch, batch_idx)
+            return self._step("train", batch)
         finally:
             self._hint_context = None
 
@@ -429,6 +439,7 @@ def build_distill_module(cfg: DictConfig, datamodule: Any) -> DistillationModule
         cache_batch_size=int(d.get("cache_batch_size") or 64),
         cache_num_workers=int(d.get("cache_num_workers") or 0),
         teacher_metrics=bool(d.get("teacher_metrics", True)),
+        mixing=mixing_from_config(cfg, datamodule.num_classes),
     )
 
 
