@@ -20,6 +20,7 @@ from fersuite.profiling import (
     count_params,
     measure_speed,
 )
+from fersuite.profiling.summary import format_summary, summary_rows
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class EfficiencyCallback(L.Callback):
     """Profiles the model once per run, never inside the training step's hot path.
 
     * fit start: params (total/trainable) and MACs (fvcore, one multiply-add = one MAC, with
-      attention handlers; still-skipped ops are listed);
+      attention handlers; still-skipped ops are listed), and a model summary printed once:
+      modules to ``summary_depth`` levels with params and MACs (:mod:`fersuite.profiling.summary`);
     * during training: images/s over whole epochs (data loading included), first
       ``warmup_batches`` batches of the run excluded;
     * fit end: batch-1 latency (median/p90 after warm-up) and throughput at ``throughput_batch``,
@@ -69,8 +71,21 @@ class EfficiencyCallback(L.Callback):
         threads: int = LATENCY_PROTOCOL.threads,
         device: str = LATENCY_PROTOCOL.device,
         throughput_warmup: int = LATENCY_PROTOCOL.throughput_warmup,
+        summary_depth: int = 2,
     ) -> None:
         super().__init__()
+        if (
+            isinstance(summary_depth, bool)
+            or not isinstance(summary_depth, int)
+            or summary_depth < 0
+        ):
+            raise ConfigError(
+                f"callbacks.efficiency.summary_depth={summary_depth!r}; expected an integer >= 0 "
+                "(0: no model summary)"
+            )
+        self.summary_depth = summary_depth
+        #: The model summary printed at fit start ("" when summary_depth=0).
+        self.summary = ""
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"callbacks.efficiency.threads={threads!r}; expected an integer >= 1")
         try:
@@ -123,6 +138,10 @@ class EfficiencyCallback(L.Callback):
         shape = model_input_shape(net)
         params = count_params(net)
         macs = count_macs(net, input_shape=(1, *shape))
+        if self.summary_depth:
+            rows = summary_rows(net, macs, self.summary_depth)
+            self.summary = format_summary(rows, params.total, macs, (1, *shape))
+            log.info("model summary (%s):\n%s", type(net).__name__, self.summary)
         self.results["efficiency/skipped_ops"] = sorted(macs.skipped_ops)
         self.results["efficiency/input_shape"] = list(shape)
         self._log(

@@ -32,7 +32,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -79,6 +79,8 @@ class MacsReport:
             reshapes, ...) are not listed.
         activations: output elements of convolutions / matmuls / linears
             (fvcore ``ActivationCountAnalysis``); 0 when not requested.
+        by_submodule: MACs per module at every depth (qualified ``named_modules`` names,
+            e.g. ``blocks.0.conv``; the root is ``""``), for summaries deeper than one level.
     """
 
     total: int
@@ -86,6 +88,7 @@ class MacsReport:
     by_module: dict[str, int]
     skipped_ops: dict[str, int]
     activations: int
+    by_submodule: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,4 +302,8 @@ def count_macs(
         by_module=by_module,
         skipped_ops=skipped,
         activations=n_activations,
+        by_submodule={
+            name: round(per_module.get(flops.canonical_module_name(name), 0))
+            for name, _ in module.named_modules()
+        },
     )
