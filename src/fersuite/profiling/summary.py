@@ -71,8 +71,5 @@ def format_summary(
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     shape = "x".join(str(d) for d in input_shape)
-    out.append(
-        f"total: {_count(total_params)} params, {format_macs(macs.total)} per "
-        f"{shape} input"
-    )
+    out.append(f"total: {_count(total_params)} params, {format_macs(macs.total)} per {shape} input")
     return "\n".join(out)
