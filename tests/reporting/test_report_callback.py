@@ -135,3 +135,48 @@ def test_summary_update_without_a_run_is_a_no_op() -> None:
 def test_bad_stage_name_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"callbacks\.reports\.stages"):
         ReportCallback(stages=("train",))
+
+
+def test_wandb_gets_charts_at_every_validation_and_at_test(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    module, dm = _setup(tmp_path)
+    logger = WandbLogger(project="fersuite-test", save_dir=str(tmp_path), offline=True)
+    cb = ReportCallback(output_dir=str(tmp_path / "run"))  # stages: test only (files)
+    trainer = _trainer(tmp_path, cb, logger)
+    trainer.fit_loop.max_epochs = 2
+    charts: list[str] = []
+    log_metrics = logger.log_metrics
+
+    def spy(metrics: dict, step: int | None = None) -> None:  # type: ignore[type-arg]
+        charts.extend(k for k, v in metrics.items() if type(v).__name__ == "CustomChart")
+        log_metrics(metrics, step=step)
+
+    logger.log_metrics = spy  # type: ignore[method-assign]
+    try:
+        trainer.fit(module, datamodule=dm)
+        trainer.test(module, datamodule=dm)
+        run_dir = Path(logger.experiment.dir)
+    finally:
+        import wandb
+
+        wandb.finish()
+    tables = run_dir / "media" / "table" / "reports"
+    names = sorted(p.name for p in tables.glob("*.json"))
+    for stage, epochs in (("val", 2), ("test", 1)):
+        for key in ("confusion_matrix", "per_class", "va_points"):
+            found = [n for n in names if n.startswith(f"{key}_{stage}_")]
+            assert len(found) == epochs, (key, stage, "\n".join(names))
+    # The interactive confusion matrix counts every validation image once.
+    import json
+
+    last = sorted(tables.glob("confusion_matrix_val_*.json"), key=lambda p: p.stat().st_mtime)[-1]
+    data = json.loads(last.read_text())
+    columns = data["columns"]
+    total = sum(row[columns.index("nPredictions")] for row in data["data"])
+    assert total == 16  # val_size
+    assert not (tmp_path / "run" / "confusion_val.png").exists()  # no val files: not a stage
+    # The interactive ones are W&B custom charts (Vega panels over those tables).
+    for stage, epochs in (("val", 2), ("test", 1)):
+        for key in ("confusion_matrix", "valence", "arousal"):
+            assert charts.count(f"reports/{key}_{stage}") == epochs, charts

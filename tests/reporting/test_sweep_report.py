@@ -347,3 +347,31 @@ def test_latency_device_and_threads_are_reported_and_never_mixed(tmp_path: Path)
     by_col = dict(zip(names, cells, strict=True))
     assert by_col["latency b1 (ms, cuda:0, 1 thread)"] == "1.20"
     assert by_col["latency b1 (ms, cpu, 1 thread)"] == "-"
+
+
+def test_multirun_end_uploads_the_report_as_a_wandb_table(
+    train_sweep: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from hydra.types import RunMode
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = OmegaConf.create(
+        {
+            "hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(train_sweep)}},
+            # Only plain values are read: a target here is never instantiated.
+            "logger": {"wandb": {"_target_": "os.remove", "project": "p", "mode": "offline"}},
+        }
+    )
+    SweepReportCallback().on_multirun_end(cfg)
+    tables = list(train_sweep.glob("wandb/offline-run-*/files/media/table/sweep/report_*.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    rows = _csv(train_sweep / "report.csv")
+    assert table["columns"] == list(rows[0].keys())
+    assert [r[table["columns"].index("job")] for r in table["data"]] == [r["job"] for r in rows]
+    # Without logger.wandb (logger=csv) nothing is uploaded.
+    cfg.logger = {"csv": {"save_dir": "x"}}
+    SweepReportCallback().on_multirun_end(cfg)
+    assert len(list(train_sweep.glob("wandb/offline-run-*"))) == 1

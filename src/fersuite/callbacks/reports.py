@@ -8,9 +8,12 @@ has valence/arousal, ``va_<stage>.png``; with a
 
 The confusion matrix is the module's own (``pl_module.confusion[stage]``, rows = true class),
 so it is exactly the one behind the logged accuracy; class names come from
-``pl_module.class_names``. Predictions for the VA scatter are captured by a forward hook on
-``pl_module.net`` (no second forward pass, no change to the module's steps); if a module's
-step returns an :class:`~fersuite.types.AffectOutput`, that is used instead.
+``pl_module.class_names``. With a ``WandbLogger``, every validation epoch (and the test) also
+logs an interactive confusion matrix, the per-class table and predicted-vs-true valence/arousal
+charts (:func:`fersuite.reporting.wandb_utils.log_evaluation_charts`). Predictions for the VA
+scatter are captured by a forward hook on ``pl_module.net`` (no second forward pass, no change
+to the module's steps); if a module's step returns an :class:`~fersuite.types.AffectOutput`,
+that is used instead.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from fersuite.reporting.run_report import RunReport, VAPairs, write_run_report
-from fersuite.reporting.wandb_utils import wandb_loggers
+from fersuite.reporting.wandb_utils import log_evaluation_charts, wandb_loggers
 from fersuite.types import AffectOutput
 
 log = logging.getLogger(__name__)
@@ -102,12 +105,13 @@ class ReportCallback(L.Callback):
         self.output_dir = output_dir
         self.stages = tuple(stages)
         self.log_to_wandb = log_to_wandb
-        self.buffers = {s: _StageBuffer() for s in self.stages}
+        self.buffers = {s: _StageBuffer() for s in STAGES}
         self.reports: dict[str, RunReport] = {}
         #: Scalars merged into metrics.json by fersuite-train: ``<stage>/acc_<class>``.
         self.results: dict[str, float] = {}
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._last_out: AffectOutput | None = None
+        self._active: str | None = None  # the stage whose predictions are being kept
 
     # -- capture -------------------------------------------------------------------------
     def _net(self, pl_module: L.LightningModule) -> nn.Module:
@@ -117,21 +121,25 @@ class ReportCallback(L.Callback):
     def _capture(self, module: nn.Module, args: Any, output: Any) -> None:
         self._last_out = output if isinstance(output, AffectOutput) else None
 
+    def _captures(self, stage: str, trainer: L.Trainer) -> bool:
+        """Predictions of ``stage`` are kept for a report file or for W&B's charts."""
+        return stage in self.stages or (self.log_to_wandb and bool(wandb_loggers(trainer.loggers)))
+
     def _start(self, stage: str, pl_module: L.LightningModule) -> None:
-        if stage not in self.buffers:
-            return
         self.buffers[stage].reset()
         self._remove_hook()
         self._hook = self._net(pl_module).register_forward_hook(self._capture)
+        self._active = stage
 
     def _remove_hook(self) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
         self._last_out = None
+        self._active = None
 
     def _batch_end(self, stage: str, outputs: Any, batch: Any) -> None:
-        if stage not in self.buffers or not isinstance(batch, dict):
+        if stage != self._active or not isinstance(batch, dict):
             return
         out = outputs if isinstance(outputs, AffectOutput) else self._last_out
         if out is not None and "expression" in batch:
@@ -139,7 +147,7 @@ class ReportCallback(L.Callback):
         self._last_out = None
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
+        if not trainer.sanity_checking and self._captures("val", trainer):
             self._start("val", pl_module)
 
     def on_validation_batch_end(
@@ -157,8 +165,16 @@ class ReportCallback(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._remove_hook()
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the module's on_validation_epoch_end: its (DDP-synced) confusion is this epoch's.
+        if trainer.sanity_checking or not self.log_to_wandb or not wandb_loggers(trainer.loggers):
+            return
+        va = self._gathered_va(trainer, pl_module, "val") if self._has_va(pl_module) else None
+        self._log_charts("val", trainer, pl_module, va)
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start("test", pl_module)
+        if self._captures("test", trainer):
+            self._start("test", pl_module)
 
     def on_test_batch_end(
         self,
@@ -196,11 +212,29 @@ class ReportCallback(L.Callback):
         allv = pl_module.all_gather(local.to(pl_module.device)).reshape(-1, 4).cpu().numpy()
         return VAPairs(allv[:, 0], allv[:, 1], allv[:, 2], allv[:, 3])
 
+    @staticmethod
+    def _has_va(pl_module: L.LightningModule) -> bool:
+        return bool(getattr(pl_module, "has_va", True))
+
+    @rank_zero_only
+    def _log_charts(
+        self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule, va: VAPairs | None
+    ) -> None:
+        confusion = getattr(pl_module, "confusion", {}).get(stage)
+        if confusion is None:
+            return
+        names = tuple(getattr(pl_module, "class_names", ()) or ())
+        if len(names) != confusion.shape[0]:
+            names = tuple(f"class_{i}" for i in range(confusion.shape[0]))
+        for logger in wandb_loggers(trainer.loggers):
+            try:
+                log_evaluation_charts(logger, stage, confusion, names, va, trainer.global_step)
+            except Exception as exc:  # noqa: BLE001 - W&B must never fail a run
+                log.warning("could not log the %s charts to W&B: %s", stage, exc)
+
     def _report(self, stage: str, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if getattr(pl_module, "has_va", True):
-            va = self._gathered_va(trainer, pl_module, stage)  # collective: every rank
-        else:  # VA heads never trained (e.g. loss=ce): no VA figure
-            va = None
+        # Collective (every rank). VA heads never trained (e.g. loss=ce): no VA figure.
+        va = self._gathered_va(trainer, pl_module, stage) if self._has_va(pl_module) else None
         self._write(stage, trainer, pl_module, va)
 
     @rank_zero_only
@@ -226,6 +260,8 @@ class ReportCallback(L.Callback):
                 self.results[f"{stage}/acc_{row['class']}"] = float(row["accuracy"])
         if self.log_to_wandb:
             self._log_wandb(stage, trainer, report)
+            if stage == "test":  # val's charts are logged every epoch (on_validation_end)
+                self._log_charts(stage, trainer, pl_module, va)
 
     def _log_wandb(self, stage: str, trainer: L.Trainer, report: RunReport) -> None:
         for logger in wandb_loggers(trainer.loggers):
@@ -238,8 +274,5 @@ class ReportCallback(L.Callback):
                 for key, path in images.items():
                     if path is not None:
                         logger.log_image(f"reports/{key}_{stage}", images=[str(path)])
-                columns = ["class", "support", "accuracy", "precision", "f1"]
-                data = [[row[c] for c in columns] for row in report.per_class]
-                logger.log_table(f"reports/per_class_{stage}", columns=columns, data=data)
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not log the %s report to W&B: %s", stage, exc)

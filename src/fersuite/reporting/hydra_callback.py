@@ -3,7 +3,8 @@
 Registered in ``fersuite/conf/hydra/default.yaml`` under ``hydra.callbacks``: it records a
 failed job's exception in ``<job dir>/error.txt``, refreshes ``report.{csv,md}`` and
 ``pareto.png`` after each job (so a sweep aborted by a failing job still has one) and once
-more when the multirun ends (:func:`fersuite.reporting.sweep.write_sweep_report`).
+more when the multirun ends (:func:`fersuite.reporting.sweep.write_sweep_report`), then, when
+the sweep logs to W&B (`logger.wandb`), uploads `report.csv` as a W&B table with the Pareto plot.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("fersuite.report")
 
@@ -54,7 +55,7 @@ class SweepReportCallback(Callback):
         self.metric = metric
         self.after_each_job = after_each_job
 
-    def _write(self, sweep_dir: str) -> None:
+    def _write(self, sweep_dir: str) -> Any:
         from fersuite.reporting.sweep import write_sweep_report
 
         try:
@@ -66,8 +67,9 @@ class SweepReportCallback(Callback):
                 exc,
                 sweep_dir,
             )
-            return
+            return None
         log.info("sweep report: %s", report.paths.get("md"))
+        return report
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.types import RunMode
@@ -86,4 +88,16 @@ class SweepReportCallback(Callback):
         note_multirun(str(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._write(str(config.hydra.sweep.dir))
+        sweep_dir = str(config.hydra.sweep.dir)
+        report = self._write(sweep_dir)
+        wandb_cfg = OmegaConf.select(config, "logger.wandb", default=None)
+        if report is not None and isinstance(wandb_cfg, DictConfig):
+            from fersuite.reporting.wandb_utils import upload_sweep_report
+
+            # Only plain values are read (project, entity, mode): nothing is instantiated.
+            plain = {
+                k: OmegaConf.select(wandb_cfg, k, default=None)
+                for k in ("project", "entity", "mode")
+            }
+            if upload_sweep_report(report, plain, sweep_dir):
+                log.info("sweep report uploaded to W&B (project %s)", plain["project"])
