@@ -19,6 +19,7 @@ import torch
 from fersuite.card import FaceCrop, ModelCard, ModelCardFormatError, input_transform, load_input
 from fersuite.errors import UserError
 from fersuite.types import AffectOutput
+from fersuite.utils.progress import track
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -154,7 +155,8 @@ def predict_files(
     card = predictor.card
     tf = input_transform(card)
     rows: list[dict[str, Any]] = []
-    for chunk in _batches(files, batch_size):
+    chunks = list(_batches(files, batch_size))
+    for chunk in track(chunks, f"predicting {len(files)} images"):
         tensors = []
         found: list[bool] = []
         for f in chunk:

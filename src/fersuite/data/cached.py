@@ -21,6 +21,7 @@ from fersuite.data.base import AffectDataModule, ArraySplit
 from fersuite.data.cache import ArrayCache, CacheWriter, file_identity
 from fersuite.data.errors import BadSamples, DataFormatError, check_on_bad_sample
 from fersuite.data.images import ImageReadError, color_mode
+from fersuite.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,10 @@ class CachedDataModule(AffectDataModule):
                 return str(exc)
 
         chunk = 256
-        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode") as pool:
+        with (
+            ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode") as pool,
+            progress(f"{self.dataset_name}: decoding images", len(jobs)) as advance,
+        ):
             for begin in range(0, len(jobs), chunk):
                 part = jobs[begin : begin + chunk]
                 for i, result in enumerate(pool.map(run, part), start=begin):
@@ -210,6 +214,7 @@ class CachedDataModule(AffectDataModule):
                         bad(where(jobs[i]), result, "unreadable image")
                     else:
                         out[i] = result
+                advance(len(part))
                 now = time.perf_counter()
                 if now - last > 10.0:
                     last = now

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fersuite.labels import CANONICAL_CLASSES
+from fersuite.utils.progress import track
 
 __all__ = [
     "CLASS_VA",
@@ -648,7 +649,8 @@ def render_faces(
 
     images = np.empty((n, size, size), dtype=np.uint8)
     step = max(1, min(chunk, _STEP_PIXELS // (size * size)))
-    for start in range(0, n, step):
+    starts = range(0, n, step)
+    for start in track(starts, f"rendering {n} synthetic faces", total=len(starts)):
         stop = min(start + step, n)
         sub = {k: v[start:stop] for k, v in params.items()}
         img = _render_chunk(sub, size)

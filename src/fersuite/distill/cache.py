@@ -36,6 +36,7 @@ from fersuite.distill.adapt import adapt_images
 from fersuite.distill.teacher import FrozenTeacher
 from fersuite.types import AffectOutput, InputSpec
 from fersuite.utils.io import atomic_path
+from fersuite.utils.progress import progress
 
 __all__ = [
     "CACHE_VERSION",
@@ -172,14 +173,16 @@ def run_teacher(
     arousal = torch.empty(n, dtype=torch.float32)
     seen = torch.zeros(n, dtype=torch.bool)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    for batch in loader:
-        x = batch["image"].to(device, non_blocking=True)
-        out = teacher(adapt_images(x, data_spec, teacher.input_spec))
-        idx = batch["index"].long()
-        logits[idx] = out.expression.cpu()
-        valence[idx] = out.valence.cpu()
-        arousal[idx] = out.arousal.cpu()
-        seen[idx] = True
+    with progress(f"teacher outputs ({n} images)", n) as advance:
+        for batch in loader:
+            x = batch["image"].to(device, non_blocking=True)
+            out = teacher(adapt_images(x, data_spec, teacher.input_spec))
+            idx = batch["index"].long()
+            logits[idx] = out.expression.cpu()
+            valence[idx] = out.valence.cpu()
+            arousal[idx] = out.arousal.cpu()
+            seen[idx] = True
+            advance(len(idx))
     if not bool(seen.all()):
         raise RuntimeError(f"teacher pass covered {int(seen.sum())} of {n} rows")
     return TeacherOutputs(logits, valence, arousal)

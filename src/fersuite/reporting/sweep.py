@@ -29,6 +29,7 @@ import yaml
 from fersuite.reporting.plots import ParetoPoint, save_pareto_png
 from fersuite.reporting.tables import markdown_table, write_csv
 from fersuite.utils.io import atomic_write, atomic_write_json
+from fersuite.utils.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +321,7 @@ def collect_sweep(sweep_dirs: Iterable[str | os.PathLike[str]]) -> list[JobResul
                 f"{sweep} has no job directories (expected <sweep>/<job num>/.hydra/); "
                 "is it a Hydra multirun dir?"
             )
-        for job in found:
+        for job in track(found, f"reading {sweep.name}"):
             name = f"{sweep.name}/{job.name}" if len(dirs) > 1 else job.name
             jobs.append(_read_job(job, name))
     if len(jobs) > 1:
