@@ -10,9 +10,10 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from fersuite.card import FaceCrop
+from fersuite.data.batch_augment import BatchAugment, draw_params
 from fersuite.data.samplers import ResumableSampler
 from fersuite.data.transforms import AugmentConfig, build_transforms
 
@@ -91,6 +92,56 @@ class ArrayAffectDataset(Dataset[dict[str, torch.Tensor]]):
         return item
 
 
+class PrebatchedDict(dict):  # type: ignore[type-arg]
+    """A batch a dataset's ``__getitems__`` built whole (no per-sample collation needed)."""
+
+
+def collate_prebatched(items: list[Any]) -> Any:
+    """``collate_fn`` for :class:`BatchedArrayDataset`: its batches are already built."""
+    if len(items) == 1 and isinstance(items[0], PrebatchedDict):
+        return dict(items[0])
+    return default_collate(items)
+
+
+class BatchedArrayDataset(ArrayAffectDataset):
+    """The train split for ``data.augment.device=batch``: whole batches of uint8 (N, C, H, W)
+    images read at once from the (memory-mapped) arrays, plus ``aug``: each sample's
+    augmentation parameters drawn from its sampler seed (:func:`~fersuite.data.batch_augment.
+    draw_params`). Channels are as stored (1 or 3). The pixels are augmented later, on the
+    device, by :class:`~fersuite.data.batch_augment.BatchAugment`."""
+
+    def __init__(self, split: ArraySplit, augment: AugmentConfig) -> None:
+        super().__init__(split, torch.nn.Identity())  # channels are matched on the device
+        self.augment = augment
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        batch = self.__getitems__([idx])[0]
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[PrebatchedDict]:
+        s = self.split
+        rows = np.fromiter((int(i) for i in indices), dtype=np.int64, count=len(indices))
+        order = np.argsort(rows, kind="stable")  # memory-mapped reads in file order
+        images = np.empty((len(rows), *s.images.shape[1:]), dtype=np.uint8)
+        images[order] = s.images[rows[order]]
+        img = torch.from_numpy(images)
+        img = img.unsqueeze(1) if img.ndim == 3 else img.permute(0, 3, 1, 2).contiguous()
+        seeds = [getattr(i, "aug_seed", None) for i in indices]
+        if any(seed is None for seed in seeds):  # no resumable sampler: the global RNG
+            seeds = torch.randint(0, 2**62, (len(rows),)).tolist()
+        batch = PrebatchedDict(
+            image=self.transform(img),
+            aug=draw_params(self.augment, seeds),  # type: ignore[arg-type]
+            expression=torch.from_numpy(np.asarray(s.expression[rows])),
+            index=torch.from_numpy(rows),
+        )
+        if s.valence is not None and s.arousal is not None and s.va_mask is not None:
+            batch["valence"] = torch.from_numpy(np.asarray(s.valence[rows], dtype=np.float32))
+            batch["arousal"] = torch.from_numpy(np.asarray(s.arousal[rows], dtype=np.float32))
+            batch["va_mask"] = torch.from_numpy(np.asarray(s.va_mask[rows], dtype=bool))
+        return [batch]
+
+
 class AffectDataModule(L.LightningDataModule):
     """Shared loader logic; subclasses implement :meth:`load_splits` and ``class_names``."""
 
@@ -139,6 +190,7 @@ class AffectDataModule(L.LightningDataModule):
         self.sampler = sampler
         self.limit_train = limit_train
         self.splits: dict[str, ArraySplit] = {}
+        self._batch_augment: BatchAugment | None = None
         self._sampler_resume: dict[str, int] | None = None
         # Validate transform settings now, before any data is read.
         build_transforms(image_size, in_chans, self.mean, self.std, train=True, augment=augment)
@@ -192,6 +244,8 @@ class AffectDataModule(L.LightningDataModule):
         """``split`` with the training transform (augmented) when ``train`` (default: the
         train split only), else the evaluation transform."""
         train = split == "train" if train is None else train
+        if train and self.augment is not None and self.augment.device == "batch":
+            return BatchedArrayDataset(self.splits[split], self.augment)
         tf = build_transforms(
             self.image_size,
             self.in_chans,
@@ -233,7 +287,20 @@ class AffectDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             drop_last=train and len(ds) > self.batch_size,
+            collate_fn=collate_prebatched if isinstance(ds, BatchedArrayDataset) else None,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``data.augment.device=batch``: augment the train batch on the device it reached."""
+        if isinstance(batch, dict) and "aug" in batch:
+            if self._batch_augment is None:
+                assert self.augment is not None
+                self._batch_augment = BatchAugment(
+                    self.image_size, self.mean, self.std, self.in_chans, self.augment.erasing > 0
+                )
+            batch = dict(batch)
+            batch["image"] = self._batch_augment(batch["image"], batch.pop("aug"))
+        return batch
 
     def resume_train_sampler(self, state: dict[str, int]) -> None:
         """Start the next train loader's sampler at a checkpointed position (see

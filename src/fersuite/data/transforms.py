@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms import v2
 
+AUGMENT_DEVICES = ("sample", "batch")
+
 
 @dataclass
 class AugmentConfig:
@@ -24,8 +26,15 @@ class AugmentConfig:
     #: batch (fersuite.data.mixing), not per sample.
     mixup: float = 0.0
     cutmix: float = 0.0
+    #: Where the per-image augmentation runs: ``sample`` (torchvision, in the loader workers)
+    #: or ``batch`` (one batched pass on the training device; fersuite.data.batch_augment).
+    device: str = "sample"
 
     def __post_init__(self) -> None:
+        if self.device not in AUGMENT_DEVICES:
+            raise ValueError(
+                f"data.augment.device={self.device!r}; expected one of {', '.join(AUGMENT_DEVICES)}"
+            )
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"data.augment.hflip={self.hflip}; expected a probability in [0, 1]")
         if not 0.0 <= self.erasing <= 1.0:
