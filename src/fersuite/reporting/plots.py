@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from fersuite.utils.io import atomic_path
 
@@ -25,6 +27,7 @@ __all__ = [
     "save_confusion_png",
     "save_pareto_png",
     "save_va_scatter_png",
+    "si_count",
 ]
 
 
@@ -166,6 +169,8 @@ class ParetoPoint:
     cost: float
     quality: float
     label: str
+    #: Error-bar half-width on the quality (e.g. the 95% interval over seeds); NaN: none.
+    err: float = math.nan
 
 
 def pareto_front(costs: Sequence[float], qualities: Sequence[float]) -> list[int]:
@@ -191,6 +196,47 @@ def pareto_front(costs: Sequence[float], qualities: Sequence[float]) -> list[int
     return front
 
 
+def si_count(value: float, unit: str = "") -> str:
+    """``2e7`` -> ``20 M``; ``1.3e9`` -> ``1.3 G`` (axis labels of MAC and parameter counts)."""
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:g} {prefix}{unit}"
+    return f"{value:g} {unit}".rstrip()
+
+
+def _place_labels(fig: Figure, ax: Any, usable: Sequence[ParetoPoint]) -> list[Any]:
+    """Annotate every point so that no label overlaps another or leaves the figure: labels
+    of points in the right part of the axes go to their left, and a label that would overlap
+    one already placed moves up (or down) a line at a time."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    fig.canvas.draw()
+    x0, x1 = ax.get_xlim()
+    placed: list[Any] = []
+    labels = []
+    order = sorted(range(len(usable)), key=lambda i: (-usable[i].quality, usable[i].cost))
+    for i in order:
+        p = usable[i]
+        frac = (math.log(p.cost) - math.log(x0)) / (math.log(x1) - math.log(x0))
+        right = frac > 0.6
+        text = ax.annotate(
+            p.label,
+            (p.cost, p.quality),
+            textcoords="offset points",
+            xytext=(-6 if right else 6, 4),
+            ha="right" if right else "left",
+            fontsize=8,
+            annotation_clip=False,
+        )
+        for step in [k * sign for k in range(1, 12) for sign in (1, -1)]:
+            box = text.get_window_extent(renderer).expanded(1.02, 1.1)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            text.set_position((-6 if right else 6, 4 + 10 * step))
+        placed.append(text.get_window_extent(renderer).expanded(1.02, 1.1))
+        labels.append(text)
+    return labels
+
+
 def save_pareto_png(
     points: Sequence[ParetoPoint],
     path: str | os.PathLike[str],
@@ -198,7 +244,10 @@ def save_pareto_png(
     y_label: str = "accuracy",
     title: str = "Accuracy vs. cost",
 ) -> Path:
-    """Scatter of quality vs. cost (log x) with labelled points and the Pareto front as a step."""
+    """Scatter of quality vs. cost (log x, in K/M/G units) with labelled points, error bars
+    where a point has ``err`` (e.g. a 95% interval over seeds) and the Pareto front (of the
+    means) as a step. The legend sits below the axes, so it never covers a point, and labels
+    neither overlap nor leave the image."""
     usable = [p for p in points if p.cost > 0 and math.isfinite(p.cost * p.quality)]
     if not usable:
         raise ValueError(
@@ -206,25 +255,30 @@ def save_pareto_png(
             f"({len(points)} given); is the metric present in every job's metrics.json?"
         )
     fig = Figure(figsize=(8.0, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure the labels with
     ax = fig.subplots()
     xs = [p.cost for p in usable]
     ys = [p.quality for p in usable]
+    errs = [p.err if math.isfinite(p.err) else 0.0 for p in usable]
     front = pareto_front(xs, ys)
     on_front = set(front)
-    ax.scatter(
-        [x for i, x in enumerate(xs) if i not in on_front],
-        [y for i, y in enumerate(ys) if i not in on_front],
-        color="tab:grey",
-        label="dominated",
-        zorder=2,
-    )
-    ax.scatter(
-        [xs[i] for i in front],
-        [ys[i] for i in front],
-        color="tab:red",
-        label="Pareto front",
-        zorder=3,
-    )
+    for subset, color, label, z in (
+        ([i for i in range(len(xs)) if i not in on_front], "tab:grey", "dominated", 2),
+        (front, "tab:red", "Pareto front", 3),
+    ):
+        if not subset:
+            continue
+        ax.errorbar(
+            [xs[i] for i in subset],
+            [ys[i] for i in subset],
+            yerr=[errs[i] for i in subset] if any(errs) else None,
+            fmt="o",
+            color=color,
+            ecolor=color,
+            capsize=3,
+            label=label + (" (mean, 95% CI)" if any(errs) else ""),
+            zorder=z,
+        )
     if len(front) > 1:
         ax.step(
             [xs[i] for i in front],
@@ -234,16 +288,17 @@ def save_pareto_png(
             linewidth=1.2,
             zorder=1,
         )
-    for p in usable:
-        ax.annotate(
-            p.label, (p.cost, p.quality), textcoords="offset points", xytext=(4, 4), fontsize=8
-        )
     ax.set_xscale("log")
-    if min(xs) == max(xs):  # a single cost: give the log axis a visible span
-        ax.set_xlim(min(xs) / 2, max(xs) * 2)
+    lo, hi = min(xs), max(xs)
+    ax.set_xlim(lo / 1.6, hi * 1.6)  # room for the labels at both ends
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: si_count(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(y=0.12)
     ax.set_xlabel(f"{x_label} (log scale)")
     ax.set_ylabel(y_label)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    _place_labels(fig, ax, usable)
     return _save(fig, path)

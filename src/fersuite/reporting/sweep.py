@@ -27,6 +27,12 @@ from typing import Any
 import yaml
 
 from fersuite.reporting.plots import ParetoPoint, save_pareto_png
+from fersuite.reporting.seeds import (
+    Group,
+    group_jobs,
+    paired_difference,
+    write_grouped_csv,
+)
 from fersuite.reporting.tables import markdown_table, write_csv
 from fersuite.utils.io import atomic_write, atomic_write_json
 from fersuite.utils.progress import track
@@ -375,6 +381,26 @@ _MD_FORMATS: dict[str, Any] = {
 }
 
 
+def _pareto_groups(groups: Sequence[Group], metric: str, path: Path) -> tuple[Path | None, str]:
+    """One point per group: mean MACs, mean ``metric`` with its 95% interval as error bar."""
+    points = []
+    for g in groups:
+        macs, quality = g.stat("macs"), g.metric(metric)
+        if quality.n and math.isfinite(quality.mean) and macs.n and macs.mean > 0:
+            points.append(ParetoPoint(macs.mean, quality.mean, f"{g.name} (n={quality.n})",
+                                      quality.ci95))  # fmt: skip
+    if not points:
+        return None, f"No Pareto plot: no finished job has both `{metric}` and a MAC count."
+    save_pareto_png(
+        points,
+        path,
+        x_label="MACs per image",
+        y_label=f"{metric} (mean over seeds, 95% CI)",
+        title=f"{metric} vs. MACs ({len(points)} configs, seeds aggregated)",
+    )
+    return path, ""
+
+
 def _pareto(jobs: Sequence[JobResult], metric: str, path: Path) -> tuple[Path | None, str]:
     usable: list[tuple[JobResult, float, float]] = []
     for j in jobs:
@@ -447,8 +473,53 @@ def _latency_columns(
     return columns, headers, warning
 
 
+_GROUP_MD = ("acc", "f1_macro", "valence_ccc", "arousal_ccc", "params", "macs", "latency_ms_b1")
+
+
+def _grouped_markdown(groups: Sequence[Group]) -> str:
+    """The grouped table (mean ± 95% half-width) and the paired comparisons against the
+    first group, over the seeds each pair shares."""
+    rows = []
+    for g in groups:
+        row: dict[str, Any] = {"group": g.name, "n": len(g.jobs)}
+        for c in _GROUP_MD:
+            st = g.stat(c)
+            if not st.n:
+                row[c] = None
+            elif c in ("params", "macs"):
+                row[c] = _MD_FORMATS[c](st.mean)
+            elif st.n < 2:
+                row[c] = f"{st.mean:.4f}"
+            else:
+                row[c] = f"{st.mean:.4f} ± {st.ci95:.4f}"
+        rows.append(row)
+    headers = {**_MD_HEADERS, "group": "config (overrides without seed)", "n": "seeds"}
+    parts = [
+        "\n## Seeds aggregated\n\n",
+        "Mean ± half-width of the Student-t 95% interval (n − 1 degrees of freedom); "
+        "`report_grouped.csv` has the means, sample standard deviations and intervals.\n\n",
+        markdown_table(rows, ["group", "n", *_GROUP_MD], headers, {}),
+    ]
+    if len(groups) > 1:
+        lines = []
+        for other in groups[1:]:
+            for column in ("acc", "f1_macro", "valence_ccc", "arousal_ccc"):
+                diff = paired_difference(groups[0], other, column)
+                if diff.diff.n >= 2:
+                    lines.append(f"- {diff}\n")
+        if lines:
+            parts.append(f"\n### Paired differences against `{groups[0].name}`\n\n")
+            parts += lines
+    return "".join(parts)
+
+
 def _markdown(
-    title: str, jobs: Sequence[JobResult], pareto: Path | None, note: str, metric: str
+    title: str,
+    jobs: Sequence[JobResult],
+    pareto: Path | None,
+    note: str,
+    metric: str,
+    groups: Sequence[Group] = (),
 ) -> str:
     ok = [j for j in jobs if j.status == "ok"]
     failed = [j for j in jobs if j.status != "ok"]
@@ -467,6 +538,8 @@ def _markdown(
         markdown_table(rows, columns, {**_MD_HEADERS, **latency_headers}, formats),
         latency_warning,
     ]
+    if groups:
+        parts.append(_grouped_markdown(groups))
     if failed:
         parts.append("\n## Failed jobs\n")
         parts += [
@@ -488,7 +561,10 @@ def write_sweep_report(
     """Gather a multirun (or several) and write the report files into ``out_dir``.
 
     Writes ``report.csv``, ``report.md``, ``pareto.png`` (``metric`` vs. MACs, when at least
-    one finished job has both) and, when jobs wrote ``profile.json``, the merged
+    one finished job has both), ``report_grouped.csv`` (training jobs grouped by their
+    overrides without ``seed``: :mod:`fersuite.reporting.seeds`; with several seeds per config
+    the Pareto plot shows the groups' means with 95% error bars and ``report.md`` a grouped
+    table and paired differences) and, when jobs wrote ``profile.json``, the merged
     ``profile.json`` / ``profile.csv`` (one record per model). ``out_dir`` defaults to the
     (first) sweep dir.
     """
@@ -503,7 +579,15 @@ def write_sweep_report(
     write_csv(out / "report.csv", [j.row() for j in jobs], REPORT_COLUMNS)
     paths["csv"] = out / "report.csv"
 
-    pareto, note = _pareto(jobs, metric, out / "pareto.png")
+    trained = [j for j in jobs if j.kind == "train"]
+    groups = group_jobs(trained)
+    if groups:
+        paths["grouped"] = write_grouped_csv(out / "report_grouped.csv", groups)
+    seeded = list(groups) if any(len(g.jobs) > 1 for g in groups) else []
+    if seeded:
+        pareto, note = _pareto_groups(seeded, metric, out / "pareto.png")
+    else:
+        pareto, note = _pareto(jobs, metric, out / "pareto.png")
     if pareto is not None:
         paths["pareto"] = pareto
 
@@ -515,7 +599,7 @@ def write_sweep_report(
         paths["profile_csv"] = out / "profile.csv"
 
     title = "Sweep report: " + ", ".join(str(Path(d)) for d in dirs)
-    text = _markdown(title, jobs, pareto, note, metric)
+    text = _markdown(title, jobs, pareto, note, metric, seeded)
     atomic_write(out / "report.md", lambda fh: fh.write(text))
     paths["md"] = out / "report.md"
     return SweepReport(jobs=jobs, paths=paths, pareto_note=note)
