@@ -1,9 +1,9 @@
 """Seeds aggregated: jobs whose overrides differ only in ``seed`` form one group, reported as
 mean, sample standard deviation and the half-width of the Student-t 95% interval.
 
-``report_grouped.csv`` has the columns ``group``, ``n``, ``seeds``, then for every figure in
-:data:`GROUP_METRICS` ``<figure>_mean``, ``<figure>_std`` (n - 1 in the denominator) and
-``<figure>_ci95`` (``t(0.975, n - 1) * std / sqrt(n)``; empty when n < 2). A *paired*
+``report_grouped.csv`` has the columns ``group``, ``n``, ``seeds``, then for every report figure
+(accuracy, macro-F1, VA CCC, params, MACs, latency, throughput) ``<figure>_mean``,
+``<figure>_std`` (n - 1 in the denominator) and ``<figure>_ci95`` (``t(0.975, n - 1) * std / sqrt(n)``; empty when n < 2). A *paired*
 comparison of two groups uses the seeds both ran: the mean of the per-seed differences and its
 95% interval, which removes the seed-to-seed variation the two configs share.
 """
@@ -22,7 +22,6 @@ from scipy import stats
 from fersuite.reporting.tables import write_csv
 
 __all__ = [
-    "GROUP_METRICS",
     "Group",
     "MeanCI",
     "PairedDifference",
@@ -31,19 +30,6 @@ __all__ = [
     "paired_difference",
     "write_grouped_csv",
 ]
-
-#: Report columns aggregated over seeds (quality first, then efficiency).
-GROUP_METRICS: tuple[str, ...] = (
-    "acc",
-    "f1_macro",
-    "valence_ccc",
-    "arousal_ccc",
-    "params",
-    "macs",
-    "latency_ms_b1",
-    "throughput_ips",
-)
-
 
 @dataclass(frozen=True)
 class MeanCI:
@@ -121,10 +107,11 @@ class Group:
                 out[seed] = v
         return out
 
-    def row(self) -> dict[str, Any]:
+    def row(self, columns: Sequence[str]) -> dict[str, Any]:
+        """``group``, ``n``, ``seeds`` and mean/std/ci95 of each report column."""
         seeds = [s for s in self.seeds if s is not None]
         out: dict[str, Any] = {"group": self.name, "n": len(self.jobs), "seeds": " ".join(seeds)}
-        for column in GROUP_METRICS:
+        for column in columns:
             s = self.stat(column)
             for suffix, value in (("mean", s.mean), ("std", s.std), ("ci95", s.ci95)):
                 out[f"{column}_{suffix}"] = None if math.isnan(value) else value
@@ -147,16 +134,13 @@ def group_jobs(jobs: Sequence[Any]) -> list[Group]:
     return list(groups.values())
 
 
-GROUPED_COLUMNS: tuple[str, ...] = (
-    "group",
-    "n",
-    "seeds",
-    *(f"{c}_{s}" for c in GROUP_METRICS for s in ("mean", "std", "ci95")),
-)
-
-
-def write_grouped_csv(path: str | os.PathLike[str], groups: Sequence[Group]) -> Path:
-    write_csv(Path(path), [g.row() for g in groups], GROUPED_COLUMNS)
+def write_grouped_csv(
+    path: str | os.PathLike[str], groups: Sequence[Group], columns: Sequence[str]
+) -> Path:
+    """``report_grouped.csv``: one row per group, ``columns`` aggregated."""
+    stats_ = [f"{c}_{s}" for c in columns for s in ("mean", "std", "ci95")]
+    header = ["group", "n", "seeds", *stats_]
+    write_csv(Path(path), [g.row(columns) for g in groups], header)
     return Path(path)
 
 

@@ -582,7 +582,7 @@ def write_sweep_report(
     trained = [j for j in jobs if j.kind == "train"]
     groups = group_jobs(trained)
     if groups:
-        paths["grouped"] = write_grouped_csv(out / "report_grouped.csv", groups)
+        paths["grouped"] = write_grouped_csv(out / "report_grouped.csv", groups, tuple(_SOURCES))
     seeded = list(groups) if any(len(g.jobs) > 1 for g in groups) else []
     if seeded:
         pareto, note = _pareto_groups(seeded, metric, out / "pareto.png")
