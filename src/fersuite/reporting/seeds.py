@@ -3,9 +3,10 @@ mean, sample standard deviation and the half-width of the Student-t 95% interval
 
 ``report_grouped.csv`` has the columns ``group``, ``n``, ``seeds``, then for every report figure
 (accuracy, macro-F1, VA CCC, params, MACs, latency, throughput) ``<figure>_mean``,
-``<figure>_std`` (n - 1 in the denominator) and ``<figure>_ci95`` (``t(0.975, n - 1) * std / sqrt(n)``; empty when n < 2). A *paired*
-comparison of two groups uses the seeds both ran: the mean of the per-seed differences and its
-95% interval, which removes the seed-to-seed variation the two configs share.
+``<figure>_std`` (n - 1 in the denominator) and ``<figure>_ci95``
+(``t(0.975, n - 1) * std / sqrt(n)``; empty when n < 2). A *paired* comparison of two groups
+uses the seeds both ran: the mean of the per-seed differences and its 95% interval, which
+removes the seed-to-seed variation the two configs share.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "paired_difference",
     "write_grouped_csv",
 ]
+
 
 @dataclass(frozen=True)
 class MeanCI:
