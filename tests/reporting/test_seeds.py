@@ -121,3 +121,14 @@ def test_pareto_plot_reads_at_a_glance(tmp_path: Path) -> None:
     ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert any(t.endswith(" M") for t in ticks) and any(t.endswith(" G") for t in ticks), ticks
     assert not any("10^" in t or "times" in t for t in ticks)
+
+
+def test_fersuite_report_prints_groups_and_paired_differences(
+    seeded_sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fersuite.report import main
+
+    assert main([f"sweeps={seeded_sweep}"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds aggregated" in out
+    assert "paired: acc: model=lightweight_cnn - model=mit_fer = -0.0433" in out

@@ -29,6 +29,7 @@ import yaml
 from fersuite.reporting.plots import ParetoPoint, save_pareto_png
 from fersuite.reporting.seeds import (
     Group,
+    PairedDifference,
     group_jobs,
     paired_difference,
     write_grouped_csv,
@@ -187,6 +188,13 @@ class SweepReport:
     jobs: list[JobResult]
     paths: dict[str, Path]
     pareto_note: str = ""
+    #: Configs run with several seeds (empty when every config ran once).
+    groups: list[Group] = field(default_factory=list)
+
+    @property
+    def paired(self) -> list[PairedDifference]:
+        """Every group against the first, per quality column, over their shared seeds."""
+        return paired_against_first(self.groups)
 
     @property
     def failed(self) -> list[JobResult]:
@@ -500,17 +508,23 @@ def _grouped_markdown(groups: Sequence[Group]) -> str:
         "`report_grouped.csv` has the means, sample standard deviations and intervals.\n\n",
         markdown_table(rows, ["group", "n", *_GROUP_MD], headers, {}),
     ]
-    if len(groups) > 1:
-        lines = []
-        for other in groups[1:]:
-            for column in ("acc", "f1_macro", "valence_ccc", "arousal_ccc"):
-                diff = paired_difference(groups[0], other, column)
-                if diff.diff.n >= 2:
-                    lines.append(f"- {diff}\n")
-        if lines:
-            parts.append(f"\n### Paired differences against `{groups[0].name}`\n\n")
-            parts += lines
+    paired = paired_against_first(groups)
+    if paired:
+        parts.append(f"\n### Paired differences against `{groups[0].name}`\n\n")
+        parts += [f"- {d}\n" for d in paired]
     return "".join(parts)
+
+
+def paired_against_first(groups: Sequence[Group]) -> list[PairedDifference]:
+    """Each group after the first minus the first, for the quality columns, where they share
+    at least two seeds."""
+    out = []
+    for other in groups[1:]:
+        for column in ("acc", "f1_macro", "valence_ccc", "arousal_ccc"):
+            diff = paired_difference(groups[0], other, column)
+            if diff.diff.n >= 2:
+                out.append(diff)
+    return out
 
 
 def _markdown(
@@ -602,4 +616,4 @@ def write_sweep_report(
     text = _markdown(title, jobs, pareto, note, metric, seeded)
     atomic_write(out / "report.md", lambda fh: fh.write(text))
     paths["md"] = out / "report.md"
-    return SweepReport(jobs=jobs, paths=paths, pareto_note=note)
+    return SweepReport(jobs=jobs, paths=paths, pareto_note=note, groups=seeded)

@@ -53,9 +53,27 @@ def print_report(report: Any, console: Any = None) -> None:
             "-" if lat is None else f"{lat:.2f} ms ({job.latency_label()})",
         )
     console.print(table)
+    groups = getattr(report, "groups", [])
+    if groups:
+        _print_groups(groups, console)
+        for diff in report.paired:
+            console.print(f"paired: {diff}")
     for job in report.failed:
         console.print(f"[red]failed[/] job {job.job}: {job.reason}")
     if report.pareto_note:
         console.print(report.pareto_note)
     for name, path in report.paths.items():
         console.print(f"{name}: {path}")
+
+
+def _print_groups(groups: Any, console: Any) -> None:
+    """Configs run with several seeds: mean ± 95% half-width (Student t)."""
+    from rich.table import Table
+
+    table = Table(title="seeds aggregated (mean ± 95% CI)")
+    for col in ("config", "seeds", "acc", "macro-F1", "V CCC", "A CCC"):
+        table.add_column(col, justify="left" if col == "config" else "right")
+    for g in groups:
+        cells = [str(g.stat(c)) for c in ("acc", "f1_macro", "valence_ccc", "arousal_ccc")]
+        table.add_row(g.name, str(len(g.jobs)), *cells)
+    console.print(table)
