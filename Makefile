@@ -18,11 +18,17 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/fersuite-train model=mit_fer $(ARGS)
 
+# Two pytest workers (pytest-xdist), one test file per worker at a time (--dist loadfile: a
+# file's module-scoped fixtures, e.g. a trained checkpoint, are built once). PYTEST_WORKERS=0:
+# one process.
+PYTEST_WORKERS ?= 2
+XDIST = -n $(PYTEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m '' $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m '' $(XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard experiments)
