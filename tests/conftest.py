@@ -70,3 +70,28 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         OMP_NUM_THREADS="2",
     )
     return env
+
+
+#: The files that take minutes (subprocess training runs, DDP, exports), longest first. They
+#: are collected first, so that the two pytest-xdist workers of `make test` (one file at a time,
+#: --dist loadfile) start them early and finish on the short files, instead of one worker
+#: running a long file alone at the end.
+LONG_FILES = (
+    "tests/reliability/test_kill_resume.py",
+    "tests/cli/test_sweeps.py",
+    "tests/export/test_export.py",
+    "tests/data/test_apps.py",
+    "tests/cli/test_train_smoke.py",
+    "tests/distill/test_smoke.py",
+    "tests/cli/test_apps.py",
+    "tests/reliability/test_ddp_resume.py",
+    "tests/deploy/test_quantized_export.py",
+    "tests/deploy/test_executorch.py",
+    "tests/cli/test_eval_exported.py",
+    "tests/cli/test_help.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
