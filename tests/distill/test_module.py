@@ -196,3 +196,27 @@ def test_emonet_teacher_infers_its_classes_and_input(tmp_path: Path) -> None:
     torch.save({"w": torch.zeros(2)}, bad)
     with pytest.raises(PretrainedWeightsError, match="not an EmoNet state dict"):
         load_teacher("emonet", teacher_weights=str(bad))
+
+
+def test_the_live_teacher_sees_the_batch_augmented_and_mixed_images(
+    cfg_factory, teacher_ckpt: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from fersuite.distill.adapt import adapt_images
+
+    cfg, dm, module = _build(
+        cfg_factory, teacher_ckpt, "data.augment.device=batch", "data.augment.mixup=0.4"
+    )
+    student_in: list[torch.Tensor] = []
+    teacher_in: list[torch.Tensor] = []
+    module.net.register_forward_pre_hook(
+        lambda m, a: student_in.append(a[0].detach()) if m.training else None
+    )
+    module.teacher.net.register_forward_pre_hook(lambda m, a: teacher_in.append(a[0].detach()))
+    trainer = _trainer(tmp_path)
+    trainer.limit_val_batches = 0
+    trainer.fit(module, datamodule=dm)
+    assert len(student_in) == 2 and len(teacher_in) >= 2  # 32 images, batch 16
+    first = student_in[0]
+    assert first.dtype == torch.float32 and float(first.min()) < 0  # augmented and normalised
+    expected = adapt_images(first, module.data_spec, module.teacher.input_spec)
+    torch.testing.assert_close(teacher_in[0], expected)
