@@ -203,7 +203,7 @@ def test_the_live_teacher_sees_the_batch_augmented_and_mixed_images(
 ) -> None:  # type: ignore[no-untyped-def]
     from fersuite.distill.adapt import adapt_images
 
-    cfg, dm, module = _build(
+    _, dm, module = _build(
         cfg_factory, teacher_ckpt, "data.augment.device=batch", "data.augment.mixup=0.4"
     )
     student_in: list[torch.Tensor] = []
