@@ -105,6 +105,22 @@ class BatchAugment:
         self.std = torch.tensor([float(s) for s in std], dtype=torch.float32).view(1, -1, 1, 1)
         if self.mean.shape[1] not in (1, channels) or self.std.shape[1] not in (1, channels):
             raise ValueError(f"data.mean/std need 1 or {channels} values")
+        self._on: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def _constants(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """luma weights, mean, std and the output's pixel centres on ``device``: copied there
+        once, not on every training step."""
+        if device not in self._on:
+            s = self.image_size
+            coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s
+            self._on[device] = {
+                k: v.to(device)
+                for k, v in (
+                    ("luma", self._luma), ("mean", self.mean), ("std", self.std),
+                    ("coords", coords.view(1, s)),
+                )
+            }  # fmt: skip
+        return self._on[device]
 
     def __call__(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) images as stored (C = 1 or 3) -> float (N, channels, S, S)."""
@@ -112,39 +128,35 @@ class BatchAugment:
             raise ValueError(
                 f"expected a uint8 (N, 1|3, H, W) batch, got {images.dtype} {tuple(images.shape)}"
             )
-        device = images.device
-        p = params.to(device=device, dtype=torch.float32)
+        const = self._constants(images.device)
+        p = params.to(device=images.device, dtype=torch.float32)
         n = images.shape[0]
         x = images.float().div_(255.0)
         if x.shape[1] == 3 and self.channels == 1:  # luminance first: 1/3 of the work after
-            x = (x * self._luma.to(device)).sum(dim=1, keepdim=True)
+            x = (x * const["luma"]).sum(dim=1, keepdim=True)
         x = F.grid_sample(
-            x, self._grid(p, n), mode="bilinear", padding_mode="zeros", align_corners=False
-        )
+            x, self._grid(p, n, const["coords"]), mode="bilinear", padding_mode="zeros",
+            align_corners=False,
+        )  # fmt: skip
         x = x.mul_(p[:, 6].view(n, 1, 1, 1)).clamp_(0.0, 1.0)  # brightness
         gray = x.mean(dim=(1, 2, 3), keepdim=True)
         x = x.sub_(gray).mul_(p[:, 7].view(n, 1, 1, 1)).add_(gray).clamp_(0.0, 1.0)  # contrast
         if x.shape[1] == 1 and self.channels == 3:  # gray source, RGB model: expand last
             x = x.expand(n, 3, *x.shape[2:])
-        x = (x - self.mean.to(device)) / self.std.to(device)
+        x = (x - const["mean"]) / const["std"]
         if self.erasing:
-            coords = self._coords(device)
+            coords = const["coords"]
             inside_x = (coords >= p[:, 9:10]) & (coords < p[:, 11:12])
             inside_y = (coords >= p[:, 10:11]) & (coords < p[:, 12:13])
             box = inside_y.unsqueeze(2) & inside_x.unsqueeze(1) & (p[:, 8:9] > 0).unsqueeze(2)
             x = x.masked_fill_(box.unsqueeze(1), 0.0)
         return x
 
-    def _coords(self, device: torch.device) -> torch.Tensor:
-        """Pixel centres of the output in [0, 1], as a (1, S) row."""
-        s = self.image_size
-        return ((torch.arange(s, device=device, dtype=torch.float32) + 0.5) / s).view(1, s)
-
-    def _grid(self, p: torch.Tensor, n: int) -> torch.Tensor:
+    def _grid(self, p: torch.Tensor, n: int, coords: torch.Tensor) -> torch.Tensor:
         """The sampling grid of ``F.affine_grid`` (align_corners=False) for the per-sample
         crop + rotation + flip, built by broadcasting (several times faster on the CPU)."""
         s = self.image_size
-        xs = self._coords(p.device).view(1, 1, s) * 2.0 - 1.0
+        xs = coords.view(1, 1, s) * 2.0 - 1.0
         ys = xs.view(1, s, 1)
         cos, sin = torch.cos(p[:, 4]).view(n, 1, 1), torch.sin(p[:, 4]).view(n, 1, 1)
         sx, sy = (p[:, 0] * p[:, 5]).view(n, 1, 1), p[:, 1].view(n, 1, 1)

@@ -49,6 +49,7 @@ __all__ = [
     "ParamCount",
     "count_macs",
     "count_params",
+    "format_count",
     "format_macs",
     "unwrap_compiled",
 ]
@@ -110,6 +111,18 @@ def unwrap_compiled(model: nn.Module) -> nn.Module:
     while isinstance(getattr(model, "_orig_mod", None), nn.Module):
         model = model._orig_mod  # type: ignore[assignment]
     return model
+
+
+def format_count(value: float, unit: str = "") -> str:
+    """A count with a K/M/G prefix: ``2.20 M`` (parameters), ``1.30 GMac``, ``5.1 K``."""
+    v = float(value)
+    if abs(v) >= 1e9:
+        return f"{v / 1e9:.2f} G{unit}"
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.2f} M{unit}"
+    if abs(v) >= 1e3:
+        return f"{v / 1e3:.1f} K{unit}"
+    return f"{v:.0f}{(' ' + unit) if unit else ''}"
 
 
 def format_macs(n: float) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fersuite.profiling.macs import MacsReport, format_macs
+from fersuite.profiling.macs import MacsReport, format_count, format_macs
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,6 @@ def summary_rows(net: nn.Module, macs: MacsReport, depth: int = 2) -> list[Summa
     return rows
 
 
-def _count(n: int) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return str(n)
-
-
 def format_summary(
     rows: list[SummaryRow], total_params: int, macs: MacsReport, input_shape: tuple[int, ...]
 ) -> str:
@@ -59,7 +52,7 @@ def format_summary(
     for r in rows:
         share = f"{100 * r.macs / macs.total:.1f}" if macs.total else "-"
         name = "  " * (r.depth - 1) + r.name
-        lines.append((name, r.kind, _count(r.params), format_macs(r.macs), share))
+        lines.append((name, r.kind, format_count(r.params), format_macs(r.macs), share))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for i, line in enumerate(lines):
@@ -71,5 +64,6 @@ def format_summary(
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     shape = "x".join(str(d) for d in input_shape)
-    out.append(f"total: {_count(total_params)} params, {format_macs(macs.total)} per {shape} input")
+    total = f"{format_count(total_params)} params, {format_macs(macs.total)}"
+    out.append(f"total: {total} per {shape} input")
     return "\n".join(out)

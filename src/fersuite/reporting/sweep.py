@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from fersuite.profiling.macs import format_count
 from fersuite.reporting.plots import ParetoPoint, save_pareto_png
 from fersuite.reporting.seeds import (
     Group,
@@ -351,17 +352,7 @@ def collect_sweep(sweep_dirs: Iterable[str | os.PathLike[str]]) -> list[JobResul
 
 
 def _fmt_count(unit: str) -> Any:
-    def fmt(v: Any) -> str:
-        v = float(v)
-        if abs(v) >= 1e9:
-            return f"{v / 1e9:.2f} G{unit}"
-        if abs(v) >= 1e6:
-            return f"{v / 1e6:.2f} M{unit}"
-        if abs(v) >= 1e3:
-            return f"{v / 1e3:.1f} K{unit}"
-        return f"{v:.0f}{(' ' + unit) if unit else ''}"
-
-    return fmt
+    return lambda v: format_count(v, unit)
 
 
 _MD_HEADERS = {
