@@ -89,6 +89,7 @@ LONG_FILES = (
     "tests/deploy/test_executorch.py",
     "tests/cli/test_eval_exported.py",
     "tests/cli/test_help.py",
+    "tests/conf/test_studies.py",
 )
 
 

@@ -33,6 +33,11 @@ KEYS = [
     Key("out", None, "output dir (null: the first sweep dir)"),
     Key("metric", "test/acc", "metrics.json key on the Pareto plot's y axis"),
     Key("strict", False, "exit with status 1 when any job failed"),
+    Key(
+        "pairs",
+        None,
+        'groups to compare, e.g. ["arm=a vs arm=b"] (null: every group against the first)',
+    ),
 ]
 HELP = help_text(
     "fersuite-report",
@@ -88,6 +93,18 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
         raise UserError(f"metric={cfg['metric']!r}; expected a metrics.json key, e.g. test/acc")
     if not isinstance(cfg["strict"], bool):
         raise UserError(f"strict={cfg['strict']!r}; expected true or false")
+    pairs = cfg.get("pairs")
+    if pairs is not None:
+        ok = isinstance(pairs, list) and all(
+            (isinstance(p, str) and " vs " in p)
+            or (isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p))
+            for p in pairs
+        )
+        if not ok:
+            raise UserError(
+                f"pairs={pairs!r}; expected a list of 'A vs B' (A, B: overrides that pick one "
+                'group), e.g. pairs=["arm=a vs arm=b"]'
+            )
     return cfg
 
 
@@ -106,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args = parse_args(argv)
-        report = write_sweep_report(args["sweeps"], out_dir=args["out"], metric=args["metric"])
+        report = write_sweep_report(
+            args["sweeps"], out_dir=args["out"], metric=args["metric"], pairs=args.get("pairs")
+        )
     except (UserError, FileNotFoundError, ValueError) as exc:
         print(f"fersuite-report: error: {exc}", file=sys.stderr)
         return 2

@@ -49,17 +49,25 @@ class SweepReportCallback(Callback):
     Args:
         metric: quality axis of the Pareto plot (a ``metrics.json`` key).
         after_each_job: refresh the report after every job, not only at the end.
+        pairs: groups to compare, each ``[A, B]`` (overrides picking one group, e.g.
+            ``[arm=lightweight_cnn_050, arm=mobilenetv2_100]``); null: every group against the
+            first.
     """
 
-    def __init__(self, metric: str = "test/acc", after_each_job: bool = True) -> None:
+    def __init__(
+        self, metric: str = "test/acc", after_each_job: bool = True, pairs: Any = None
+    ) -> None:
         self.metric = metric
         self.after_each_job = after_each_job
+        self.pairs = (
+            None if pairs is None else [list(p) if not isinstance(p, str) else p for p in pairs]
+        )
 
     def _write(self, sweep_dir: str) -> Any:
         from fersuite.reporting.sweep import write_sweep_report
 
         try:
-            report = write_sweep_report(sweep_dir, metric=self.metric)
+            report = write_sweep_report(sweep_dir, metric=self.metric, pairs=self.pairs)
         except Exception as exc:  # noqa: BLE001 - a report must never fail a finished sweep
             log.error(
                 "sweep report for %s failed: %s (retry with `fersuite-report %s`)",

@@ -29,8 +29,13 @@ __all__ = [
     "group_jobs",
     "mean_ci",
     "paired_difference",
+    "paired_differences",
+    "select_group",
     "write_grouped_csv",
 ]
+
+#: The quality columns a paired comparison reports.
+PAIRED_COLUMNS = ("acc", "f1_macro", "valence_ccc", "arousal_ccc")
 
 
 @dataclass(frozen=True)
@@ -179,3 +184,44 @@ def paired_difference(a: Group, b: Group, column: str = "acc") -> PairedDifferen
     return PairedDifference(
         a.name, b.name, column, shared, mean_ci([vb[s] - va[s] for s in shared])
     )
+
+
+def select_group(groups: Sequence[Group], spec: str) -> Group:
+    """The one group whose name holds every override of ``spec`` (space-separated, e.g.
+    ``"arm=resnet18"``; ``"arm=lightweight_cnn"`` does not match ``arm=lightweight_cnn_050``)."""
+    want = set(str(spec).split())
+    found = [g for g in groups if want and want <= set(g.name.split())]
+    if len(found) != 1:
+        names = ", ".join(repr(g.name) for g in groups)
+        what = "no group" if not found else f"{len(found)} groups"
+        raise ValueError(f"pairs: {what} matched {spec!r}; expected exactly one of {names}")
+    return found[0]
+
+
+def _pair_specs(pairs: Sequence[Any]) -> list[tuple[str, str]]:
+    out = []
+    for p in pairs:
+        parts = [x.strip() for x in p.split(" vs ")] if isinstance(p, str) else [str(x) for x in p]
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"pairs: {p!r}; expected [A, B] or 'A vs B' (group overrides)")
+        out.append((parts[0], parts[1]))
+    return out
+
+
+def paired_differences(
+    groups: Sequence[Group], pairs: Sequence[Any] | None = None
+) -> list[PairedDifference]:
+    """``B - A`` for each pair ``(A, B)`` of group specs (:func:`select_group`), or every
+    group against the first when ``pairs`` is None, for the quality columns where the two
+    share at least two seeds."""
+    if pairs is None:
+        chosen = [(groups[0], g) for g in groups[1:]]
+    else:
+        chosen = [(select_group(groups, a), select_group(groups, b)) for a, b in _pair_specs(pairs)]
+    out = []
+    for a, b in chosen:
+        for column in PAIRED_COLUMNS:
+            diff = paired_difference(a, b, column)
+            if diff.diff.n >= 2:
+                out.append(diff)
+    return out

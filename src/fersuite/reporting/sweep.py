@@ -27,12 +27,13 @@ from typing import Any
 import yaml
 
 from fersuite.profiling.macs import format_count
+from fersuite.reporting.curves import Convergence, convergence, save_curves_png
 from fersuite.reporting.plots import ParetoPoint, save_pareto_png
 from fersuite.reporting.seeds import (
     Group,
     PairedDifference,
     group_jobs,
-    paired_difference,
+    paired_differences,
     write_grouped_csv,
 )
 from fersuite.reporting.tables import markdown_table, write_csv
@@ -191,11 +192,16 @@ class SweepReport:
     pareto_note: str = ""
     #: Configs run with several seeds (empty when every config ran once).
     groups: list[Group] = field(default_factory=list)
+    #: The compared pairs of group specs (None: every group against the first).
+    pairs: list[Any] | None = None
+    #: Convergence figures of every trained config (:mod:`fersuite.reporting.curves`).
+    convergence: list[Convergence] = field(default_factory=list)
 
     @property
     def paired(self) -> list[PairedDifference]:
-        """Every group against the first, per quality column, over their shared seeds."""
-        return paired_against_first(self.groups)
+        """The paired differences of ``pairs`` (or of every group against the first), per
+        quality column, over their shared seeds; pairs whose groups are missing are left out."""
+        return _paired(self.groups, self.pairs)[0]
 
     @property
     def failed(self) -> list[JobResult]:
@@ -475,9 +481,62 @@ def _latency_columns(
 _GROUP_MD = ("acc", "f1_macro", "valence_ccc", "arousal_ccc", "params", "macs", "latency_ms_b1")
 
 
-def _grouped_markdown(groups: Sequence[Group]) -> str:
-    """The grouped table (mean ± 95% half-width) and the paired comparisons against the
-    first group, over the seeds each pair shares."""
+def _paired(
+    groups: Sequence[Group], pairs: Sequence[Any] | None
+) -> tuple[list[PairedDifference], list[str]]:
+    """Paired differences of ``pairs`` (None: against the first group) and one line per pair
+    that cannot be compared (yet: after each job of a sweep, later groups are missing)."""
+    if not groups:
+        return [], []
+    if pairs is None:
+        return paired_differences(groups), []
+    out: list[PairedDifference] = []
+    missing: list[str] = []
+    for pair in pairs:
+        try:
+            out += paired_differences(groups, [pair])
+        except ValueError as exc:
+            missing.append(str(exc))
+    return out, missing
+
+
+def _convergence_markdown(rows: Sequence[Convergence], key: str, window: int) -> str:
+    table = [
+        {
+            "group": c.group,
+            "n": c.n,
+            "epochs": f"{c.epochs:.1f}",
+            "best_epoch": f"{c.best_epoch:.1f}",
+            "best": f"{c.best:.4f}",
+            "late_gain": (
+                f"{c.late_gain:+.4f}"
+                + ("" if math.isnan(c.late_gain_ci95) else f" ± {c.late_gain_ci95:.4f}")
+            )
+            if math.isfinite(c.late_gain)
+            else None,
+        }
+        for c in rows
+    ]
+    headers = {
+        "group": "config",
+        "n": "seeds",
+        "epochs": "epochs run",
+        "best_epoch": "best epoch",
+        "best": f"best {key}",
+        "late_gain": f"gain in the last {window} epochs",
+    }
+    return (
+        f"\n## Convergence ({key})\n\n"
+        f"Means over seeds. *gain in the last {window} epochs*: best {key} of the last "
+        f"{window} epochs minus the best before them (± 95% half-width over seeds); near zero "
+        "or negative means the curve had flattened. Curves: `learning_curves.png`.\n\n"
+        + markdown_table(table, list(headers), headers, {})
+    )
+
+
+def _grouped_markdown(groups: Sequence[Group], pairs: Sequence[Any] | None = None) -> str:
+    """The grouped table (mean ± 95% half-width) and the paired comparisons (of ``pairs``, or
+    against the first group), over the seeds each pair shares."""
     rows = []
     for g in groups:
         row: dict[str, Any] = {"group": g.name, "n": len(g.jobs)}
@@ -499,23 +558,13 @@ def _grouped_markdown(groups: Sequence[Group]) -> str:
         "`report_grouped.csv` has the means, sample standard deviations and intervals.\n\n",
         markdown_table(rows, ["group", "n", *_GROUP_MD], headers, {}),
     ]
-    paired = paired_against_first(groups)
-    if paired:
-        parts.append(f"\n### Paired differences against `{groups[0].name}`\n\n")
+    paired, missing = _paired(groups, pairs)
+    if paired or missing:
+        what = "of the chosen pairs" if pairs is not None else f"against `{groups[0].name}`"
+        parts.append(f"\n### Paired differences {what}\n\n")
         parts += [f"- {d}\n" for d in paired]
+        parts += [f"- not compared: {m}\n" for m in missing]
     return "".join(parts)
-
-
-def paired_against_first(groups: Sequence[Group]) -> list[PairedDifference]:
-    """Each group after the first minus the first, for the quality columns, where they share
-    at least two seeds."""
-    out = []
-    for other in groups[1:]:
-        for column in ("acc", "f1_macro", "valence_ccc", "arousal_ccc"):
-            diff = paired_difference(groups[0], other, column)
-            if diff.diff.n >= 2:
-                out.append(diff)
-    return out
 
 
 def _markdown(
@@ -525,6 +574,8 @@ def _markdown(
     note: str,
     metric: str,
     groups: Sequence[Group] = (),
+    pairs: Sequence[Any] | None = None,
+    curves: str = "",
 ) -> str:
     ok = [j for j in jobs if j.status == "ok"]
     failed = [j for j in jobs if j.status != "ok"]
@@ -544,7 +595,8 @@ def _markdown(
         latency_warning,
     ]
     if groups:
-        parts.append(_grouped_markdown(groups))
+        parts.append(_grouped_markdown(groups, pairs))
+    parts.append(curves)
     if failed:
         parts.append("\n## Failed jobs\n")
         parts += [
@@ -562,6 +614,8 @@ def write_sweep_report(
     sweep_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     metric: str = "test/acc",
+    pairs: Sequence[Any] | None = None,
+    curve_window: int = 3,
 ) -> SweepReport:
     """Gather a multirun (or several) and write the report files into ``out_dir``.
 
@@ -572,6 +626,12 @@ def write_sweep_report(
     table and paired differences) and, when jobs wrote ``profile.json``, the merged
     ``profile.json`` / ``profile.csv`` (one record per model). ``out_dir`` defaults to the
     (first) sweep dir.
+
+    ``pairs``: the groups to compare, each ``[A, B]`` or ``"A vs B"`` with A and B overrides
+    that pick one group (:func:`fersuite.reporting.seeds.select_group`); None compares every
+    group with the first. Training jobs also get ``learning_curves.png`` (the validation
+    counterpart of ``metric`` per epoch, mean over seeds) and a convergence table
+    (:mod:`fersuite.reporting.curves`, ``curve_window`` epochs).
     """
     dirs = [sweep_dirs] if isinstance(sweep_dirs, str | os.PathLike) else list(sweep_dirs)
     if not dirs:
@@ -596,6 +656,15 @@ def write_sweep_report(
     if pareto is not None:
         paths["pareto"] = pareto
 
+    curve_key = "val/" + metric.split("/", 1)[1] if metric.startswith("test/") else metric
+    conv = [c for c in (convergence(g, curve_key, curve_window) for g in groups) if c]
+    curves_md = ""
+    if conv:
+        png = save_curves_png(groups, curve_key, out / "learning_curves.png")
+        if png is not None:
+            paths["curves"] = png
+        curves_md = _convergence_markdown(conv, curve_key, curve_window)
+
     records = [{**r, "job": j.job} for j in jobs for r in j.profile]
     if records:
         atomic_write_json(out / "profile.json", records)
@@ -604,7 +673,14 @@ def write_sweep_report(
         paths["profile_csv"] = out / "profile.csv"
 
     title = "Sweep report: " + ", ".join(str(Path(d)) for d in dirs)
-    text = _markdown(title, jobs, pareto, note, metric, seeded)
+    text = _markdown(title, jobs, pareto, note, metric, seeded, pairs, curves_md)
     atomic_write(out / "report.md", lambda fh: fh.write(text))
     paths["md"] = out / "report.md"
-    return SweepReport(jobs=jobs, paths=paths, pareto_note=note, groups=seeded)
+    return SweepReport(
+        jobs=jobs,
+        paths=paths,
+        pareto_note=note,
+        groups=seeded,
+        pairs=list(pairs) if pairs is not None else None,
+        convergence=conv,
+    )

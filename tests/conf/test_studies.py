@@ -1,0 +1,152 @@
+"""The study presets (experiment=study_*): every swept arm composes to the model or training it
+names, the lightweight study's pairs are matched in MACs, the presets run on real data by one
+override, and a small study multirun writes the grouped report, the curves and the chosen pairs."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fersuite.config import CONFIG_DIR
+from fersuite.profiling.macs import count_macs
+from tests.conftest import TINY, run_env
+from tests.reporting.helpers import assert_valid_png
+
+CONF = Path(CONFIG_DIR)
+STUDIES = ("study_zoo", "study_kd", "study_lightweight")
+
+
+def _arms(cfg_factory, study: str) -> list[str]:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory([f"experiment={study}"])
+    return str(cfg.hydra.sweeper.params.arm).split(",")
+
+
+def _model_macs(cfg) -> float:  # type: ignore[no-untyped-def]
+    net = instantiate(cfg.model, num_classes=8)
+    return float(count_macs(net, (1, cfg.model.in_chans, 48, 48)).total)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_swept_arm_composes_and_exists(cfg_factory, study: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory([f"experiment={study}"])
+    assert cfg.task_name == study
+    assert str(cfg.hydra.sweeper.params.seed) == "0,1,2"  # 3 seeds, aggregated by the report
+    assert cfg.early_stopping.patience is not None  # stopped on validation
+    assert cfg.hydra.launcher.n_jobs == 2  # two one-thread jobs on a 2-core CPU
+    for arm in _arms(cfg_factory, study):
+        assert (CONF / "arm" / f"{arm}.yaml").is_file(), arm
+        job = cfg_factory([f"experiment={study}", f"arm={arm}"])
+        OmegaConf.to_container(job.model, resolve=True)
+        assert job.data.train_size == 600 and job.data.difficulty == 0.5
+
+
+def test_zoo_arms_are_the_named_models(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    want = {
+        "mit_fer_multiscale": ("mit_fer", {"fusion": "multiscale", "fusion_stride": 8}),
+        "mit_fer_last": ("mit_fer", {"fusion": "last"}),
+        "lightweight_cnn": ("lightweight_cnn", {"width_mult": 1.0}),
+        "mobilenetv2_100": ("timm", {"name": "mobilenetv2_100"}),
+        "resnet18": ("timm", {"name": "resnet18"}),
+    }
+    assert _arms(cfg_factory, "study_zoo") == list(want)
+    for arm, (arch, keys) in want.items():
+        m = cfg_factory(["experiment=study_zoo", f"arm={arm}"]).model
+        assert m.arch == arch and m.in_chans == 1 and m.input_size == 48
+        assert {k: m[k] for k in keys} == keys
+
+
+def test_kd_arms_train_the_same_student_four_ways(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    runs = {
+        a: cfg_factory(["experiment=study_kd", f"arm={a}"]) for a in _arms(cfg_factory, "study_kd")
+    }
+    assert list(runs) == ["labels_only", "kd_hinton", "kd_bounded_t4", "kd_bounded_t2"]
+    for cfg in runs.values():
+        assert cfg.model.arch == "lightweight_cnn" and cfg.model.width_mult == 0.5
+    assert runs["labels_only"].task.name == "supervised"
+    assert runs["labels_only"].loss._target_ == "fersuite.losses.AffectLoss"
+    kd = {a: runs[a].loss for a in ("kd_hinton", "kd_bounded_t4", "kd_bounded_t2")}
+    assert all(runs[a].task.name == "distill" for a in kd)
+    assert all(loss._target_ == "fersuite.losses.DistillationLoss" for loss in kd.values())
+    assert (kd["kd_hinton"].nu, kd["kd_hinton"].temperature) == (0.0, 4.0)
+    assert (kd["kd_bounded_t4"].nu, kd["kd_bounded_t4"].temperature) == (0.5, 4.0)
+    assert (kd["kd_bounded_t2"].nu, kd["kd_bounded_t2"].temperature) == (0.5, 2.0)
+    # The supervised terms are the same in every arm: KD adds to them, it replaces nothing.
+    base = runs["labels_only"].loss
+    for loss in kd.values():
+        for key in ("expression_weight", "va_loss", "valence_weight", "arousal_weight"):
+            assert loss[key] == base[key], key
+    assert runs["kd_hinton"].distill.teacher_outputs == "cached"
+
+
+def test_lightweight_pairs_are_matched_in_macs(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory(["experiment=study_lightweight"])
+    pairs = [list(p) for p in cfg.hydra.callbacks.sweep_report.pairs]
+    arms = set(_arms(cfg_factory, "study_lightweight"))
+    macs = {}
+    for pair in pairs:
+        for spec in pair:
+            arm = spec.removeprefix("arm=")
+            assert arm in arms, spec  # every compared group is swept
+            if arm not in macs:
+                macs[arm] = _model_macs(cfg_factory(["experiment=study_lightweight", f"arm={arm}"]))
+    for a, b in (p for p in pairs if p[1].startswith("arm=mobilenetv2")):
+        ratio = macs[b.removeprefix("arm=")] / macs[a.removeprefix("arm=")]
+        assert 0.8 <= ratio <= 1.25, (a, b, ratio)
+
+
+def test_kd_pairs_name_swept_arms(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory(["experiment=study_kd"])
+    arms = set(_arms(cfg_factory, "study_kd"))
+    specs = [s for p in cfg.hydra.callbacks.sweep_report.pairs for s in p]
+    assert len(specs) == 10 and {s.removeprefix("arm=") for s in specs} == arms
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_presets_run_on_fer2013_with_one_override(cfg_factory, study: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = cfg_factory([f"experiment={study}", "data=fer2013", f"data.root={tmp_path}"])
+    assert cfg.data._target_.endswith("FER2013DataModule")
+    assert "train_size" not in cfg.data and "difficulty" not in cfg.data
+    assert cfg.data.batch_size == 32 and cfg.data.augment.device == "batch"
+    assert cfg.trainer.max_epochs == 12
+
+
+@pytest.mark.smoke
+def test_study_multirun_writes_grouped_report_curves_and_pairs(tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).parent / "fersuite-train")
+    res = subprocess.run(
+        [
+            exe,
+            "--multirun",
+            "experiment=study_lightweight",
+            *TINY,
+            "trainer.max_epochs=2",
+            "logger=csv",
+            "arm=lightweight_cnn_050,mobilenetv2_100",
+            "seed=0,1",
+        ],
+        cwd=tmp_path,
+        env={**run_env(tmp_path), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "study_lightweight" / "multiruns").iterdir()
+    with open(sweep / "report_grouped.csv") as fh:
+        rows = {r["group"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"arm=lightweight_cnn_050", "arm=mobilenetv2_100"}
+    assert all(r["n"] == "2" and r["seeds"] == "0 1" for r in rows.values())
+    assert all(r["acc_ci95"] != "" for r in rows.values())
+    assert_valid_png(sweep / "pareto.png")
+    assert_valid_png(sweep / "learning_curves.png")
+    md = (sweep / "report.md").read_text()
+    assert "## Convergence (val/acc)" in md
+    assert "acc: arm=mobilenetv2_100 - arm=lightweight_cnn_050 = " in md
+    assert "not compared: pairs: no group matched 'arm=lightweight_cnn'" in md  # not swept here
