@@ -38,9 +38,9 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests $(wildcard experiments)
 	$(BIN)/ruff check --fix src tests $(wildcard experiments)
 
+# The model zoo of experiment=study_zoo with one seed: 5 models on a schedule where each learns.
 sweep: $(STAMP)
-	$(BIN)/fersuite-train --multirun data=synthetic model=mit_fer,lightweight_cnn,timm loss=ce,ce_va \
-		trainer.max_epochs=2 data.train_size=1000 data.val_size=300 data.test_size=300 $(ARGS)
+	$(BIN)/fersuite-train --multirun experiment=study_zoo seed=0 $(ARGS)
 
 # The GPU paths (bf16/fp16, distillation, compile, DDP, CUDA profiling) in < 8 min; no CUDA: exit 0.
 gpu-check: $(STAMP)

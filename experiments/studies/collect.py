@@ -1,0 +1,85 @@
+"""Copy a study's sweep report into ``experiments/<study>/results/`` and print its wall time.
+
+    PYTHONPATH=src python experiments/studies/collect.py study_zoo logs/study_zoo/multiruns/<time>
+    PYTHONPATH=src python experiments/studies/collect.py study_lightweight SWEEP_A SWEEP_B
+
+``--only arm=a arm=b`` keeps the jobs with one of those overrides (e.g. the arms another study
+shares with this one, run with the same data and schedule).
+
+The report is rebuilt from the sweep dir(s) with :func:`fersuite.reporting.sweep.write_sweep_report`
+(the pairs the preset names, read from the first sweep's ``multirun.yaml``), so the README's
+tables are the report's own. Wall time: from the sweep dir's start (its name) to the last
+``metrics.json`` written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from fersuite.reporting.sweep import write_sweep_report
+
+HERE = Path(__file__).resolve().parent
+
+
+def _pairs(sweep: Path) -> list | None:
+    cfg = yaml.safe_load((sweep / "multirun.yaml").read_text())
+    return ((cfg.get("hydra") or {}).get("callbacks") or {}).get("sweep_report", {}).get("pairs")
+
+
+def _wall_s(sweep: Path) -> float:
+    start = dt.datetime.strptime(sweep.name, "%Y-%m-%d_%H-%M-%S").timestamp()
+    ends = [p.stat().st_mtime for p in sweep.glob("*/metrics.json")]
+    return (max(ends) - start) if ends else float("nan")
+
+
+def _select(sweeps: list[Path], only: list[str], tmp: Path) -> list[Path]:
+    """Views of the sweeps holding only the jobs with one of the ``only`` overrides."""
+    out = []
+    for sweep in sweeps:
+        view = tmp / sweep.name
+        view.mkdir()
+        (view / "multirun.yaml").symlink_to((sweep / "multirun.yaml").resolve())
+        for job in sweep.iterdir():
+            ov = job / ".hydra" / "overrides.yaml"
+            if ov.is_file() and set(yaml.safe_load(ov.read_text())) & set(only):
+                (view / job.name).symlink_to(job.resolve())
+        out.append(view)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study")
+    ap.add_argument("sweeps", nargs="+", type=Path)
+    ap.add_argument("--only", nargs="+", default=None, help="keep jobs with one of these overrides")
+    args = ap.parse_args(argv)
+    out = HERE.parent / args.study / "results"
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        dirs = _select(args.sweeps, args.only, tmp) if args.only else args.sweeps
+        report = write_sweep_report(dirs, out_dir=out, pairs=_pairs(args.sweeps[0]))
+    finally:
+        shutil.rmtree(tmp)
+    for sweep in args.sweeps:
+        jobs = sorted(sweep.glob("*/metrics.json"))
+        print(f"{sweep}: {len(jobs)} jobs finished, wall time {_wall_s(sweep) / 60:.1f} min")
+    print(f"wrote {', '.join(str(p) for p in report.paths.values())}")
+    for d in report.paired:
+        print(f"paired: {d}")
+    for c in report.convergence:
+        print(
+            f"convergence: {c.group}: epochs {c.epochs:.1f}, best epoch {c.best_epoch:.1f}, "
+            f"best {c.best:.4f}, last-3 gain {c.late_gain:+.4f} ± {c.late_gain_ci95:.4f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
