@@ -67,7 +67,7 @@ def test_kd_arms_train_the_same_student_four_ways(cfg_factory) -> None:  # type:
     }
     assert list(runs) == ["labels_only", "kd_hinton", "kd_bounded_t4", "kd_bounded_t2"]
     for cfg in runs.values():
-        assert cfg.model.arch == "lightweight_cnn" and cfg.model.width_mult == 0.5
+        assert cfg.model.arch == "mit_fer" and cfg.model.fusion_stride == 8
     assert runs["labels_only"].task.name == "supervised"
     assert runs["labels_only"].loss._target_ == "fersuite.losses.AffectLoss"
     kd = {a: runs[a].loss for a in ("kd_hinton", "kd_bounded_t4", "kd_bounded_t2")}
