@@ -8,14 +8,13 @@ shares with this one, run with the same data and schedule).
 
 The report is rebuilt from the sweep dir(s) with :func:`fersuite.reporting.sweep.write_sweep_report`
 (the pairs the preset names, read from the first sweep's ``multirun.yaml``), so the README's
-tables are the report's own. Wall time: from the sweep dir's start (its name) to the last
+tables are the report's own. Wall time: from the first job's start to the last
 ``metrics.json`` written.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import shutil
 import sys
 import tempfile
@@ -34,9 +33,10 @@ def _pairs(sweep: Path) -> list | None:
 
 
 def _wall_s(sweep: Path) -> float:
-    start = dt.datetime.strptime(sweep.name, "%Y-%m-%d_%H-%M-%S").timestamp()
+    """From the first job's start (its ``.hydra`` dir) to the last ``metrics.json`` written."""
+    starts = [p.stat().st_mtime for p in sweep.glob("*/.hydra/overrides.yaml")]
     ends = [p.stat().st_mtime for p in sweep.glob("*/metrics.json")]
-    return (max(ends) - start) if ends else float("nan")
+    return (max(ends) - min(starts)) if ends and starts else float("nan")
 
 
 def _select(sweeps: list[Path], only: list[str], tmp: Path) -> list[Path]:
@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("study")
     ap.add_argument("sweeps", nargs="+", type=Path)
     ap.add_argument("--only", nargs="+", default=None, help="keep jobs with one of these overrides")
+    ap.add_argument("--name", default="results", help="output folder inside experiments/<study>/")
     args = ap.parse_args(argv)
-    out = HERE.parent / args.study / "results"
+    out = HERE.parent / args.study / args.name
     tmp = Path(tempfile.mkdtemp())
     try:
         dirs = _select(args.sweeps, args.only, tmp) if args.only else args.sweeps
