@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dirs = _select(args.sweeps, args.only, tmp) if args.only else args.sweeps
         report = write_sweep_report(dirs, out_dir=out, pairs=_pairs(args.sweeps[0]))
+        md = report.paths["md"]
+        text = md.read_text()
+        for view, sweep in zip(dirs, args.sweeps, strict=True):
+            text = text.replace(str(view), str(sweep))  # name the sweeps, not the views
+        md.write_text(text)
     finally:
         shutil.rmtree(tmp)
     for sweep in args.sweeps:
