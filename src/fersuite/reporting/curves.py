@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from fersuite.reporting.seeds import Group, mean_ci
 
-__all__ = ["Convergence", "convergence", "read_curve", "save_curves_png"]
+__all__ = ["Convergence", "convergence", "group_curves", "read_curve", "save_curves_png"]
 
 #: Where a training job's CSV logger writes its per-epoch metrics.
 CURVE_FILE = Path("csv") / "metrics.csv"
@@ -85,13 +85,17 @@ class Convergence:
         }
 
 
-def _curves(group: Group, key: str) -> list[list[float]]:
+def group_curves(group: Group, key: str) -> list[list[float]]:
+    """The curve of ``key`` of every job of ``group`` that logged it."""
     return [c for c in (read_curve(j.path, key) for j in group.jobs) if c]
 
 
-def convergence(group: Group, key: str, window: int = 3) -> Convergence | None:
-    """The group's convergence figures for ``key`` (None when no job logged it)."""
-    curves = _curves(group, key)
+def convergence(
+    group: Group, key: str, window: int = 3, curves: list[list[float]] | None = None
+) -> Convergence | None:
+    """The group's convergence figures for ``key`` (None when no job logged it); ``curves``:
+    the group's curves when already read (:func:`group_curves`)."""
+    curves = group_curves(group, key) if curves is None else curves
     if not curves:
         return None
     pick = max if higher_is_better(key) else min
@@ -115,12 +119,18 @@ def convergence(group: Group, key: str, window: int = 3) -> Convergence | None:
     )
 
 
-def save_curves_png(groups: Sequence[Group], key: str, path: str | os.PathLike[str]) -> Path | None:
+def save_curves_png(
+    groups: Sequence[Group],
+    key: str,
+    path: str | os.PathLike[str],
+    curves: Sequence[list[list[float]]] | None = None,
+) -> Path | None:
     """One line per group (mean over seeds at each epoch) with the seeds' range as a band;
-    None when no job logged ``key``."""
+    None when no job logged ``key``. ``curves``: each group's curves when already read."""
     from fersuite.reporting.plots import _save
 
-    series = [(g, _curves(g, key)) for g in groups]
+    read = curves if curves is not None else [group_curves(g, key) for g in groups]
+    series = list(zip(groups, read, strict=True))
     series = [(g, cs) for g, cs in series if cs]
     if not series:
         return None

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from fersuite.profiling.macs import format_count
-from fersuite.reporting.curves import Convergence, convergence, save_curves_png
+from fersuite.reporting.curves import Convergence, convergence, group_curves, save_curves_png
 from fersuite.reporting.plots import ParetoPoint, save_pareto_png
 from fersuite.reporting.seeds import (
     Group,
@@ -657,10 +657,14 @@ def write_sweep_report(
         paths["pareto"] = pareto
 
     curve_key = "val/" + metric.split("/", 1)[1] if metric.startswith("test/") else metric
-    conv = [c for c in (convergence(g, curve_key, curve_window) for g in groups) if c]
+    curves = [group_curves(g, curve_key) for g in groups]  # each job's CSV read once
+    found = (
+        convergence(g, curve_key, curve_window, cs) for g, cs in zip(groups, curves, strict=True)
+    )
+    conv = [c for c in found if c]
     curves_md = ""
     if conv:
-        png = save_curves_png(groups, curve_key, out / "learning_curves.png")
+        png = save_curves_png(groups, curve_key, out / "learning_curves.png", curves)
         if png is not None:
             paths["curves"] = png
         curves_md = _convergence_markdown(conv, curve_key, curve_window)
