@@ -212,3 +212,43 @@ def test_console_script(exported: dict[str, Path], tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert "fersuite predictions (4 images)" in res.stdout
     assert (tmp_path / "predictions.csv").is_file()
+
+
+@pytest.mark.parametrize("location", ["weights.bin", "../weights.bin", "ABSOLUTE"])
+def test_onnx_external_data_outside_its_folder_is_refused(
+    exported: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    location: str,
+) -> None:
+    """A shared .onnx whose weights name a file outside its own folder (``../``, or an absolute
+    path) must not read that file: one line naming the model, status 2. The control: the same
+    weights file beside the model loads and predicts."""
+    import onnx
+
+    model_dir = tmp_path / "shared"
+    model_dir.mkdir()
+    secret = (model_dir if location == "weights.bin" else tmp_path) / "weights.bin"
+    src = exported["onnx"]
+    for f in src.parent.iterdir():  # the model and its sidecar
+        (model_dir / f.name).write_bytes(f.read_bytes())
+    proto = onnx.load(str(model_dir / src.name))
+    init = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    secret.write_bytes(init.raw_data)  # the right size: only the location is wrong
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    where = str(secret) if location == "ABSOLUTE" else location
+    size = str(secret.stat().st_size)
+    for key, value in (("location", where), ("offset", "0"), ("length", size)):
+        entry = init.external_data.add()
+        entry.key, entry.value = key, value
+    (model_dir / src.name).write_bytes(proto.SerializeToString())
+
+    args = [f"ckpt_path={model_dir / src.name}", f"inputs={exported['images']}", "output=null"]
+    if location == "weights.bin":
+        assert len(run(args)) == 4
+        return
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fersuite-predict: error: ") and len(err.splitlines()) == 1
+    assert str(model_dir / src.name) in err and "xternal data" in err
