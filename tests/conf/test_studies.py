@@ -113,7 +113,7 @@ def test_presets_run_on_fer2013_with_one_override(cfg_factory, study: str, tmp_p
     assert cfg.data._target_.endswith("FER2013DataModule")
     assert "train_size" not in cfg.data and "difficulty" not in cfg.data
     assert cfg.data.batch_size == 32 and cfg.data.augment.device == "batch"
-    assert cfg.trainer.max_epochs == 12
+    assert cfg.trainer.max_epochs == 20
 
 
 @pytest.mark.smoke
