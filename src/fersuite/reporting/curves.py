@@ -26,6 +26,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fersuite.reporting.seeds import Group, mean_ci
 
@@ -150,6 +151,7 @@ def save_curves_png(
         if len(cs) > 1:
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(f"{key} (mean over seeds; band: min-max)")
     ax.set_title(f"Learning curves: {key}")
     ax.grid(True, alpha=0.3)
