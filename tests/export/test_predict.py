@@ -252,3 +252,22 @@ def test_onnx_external_data_outside_its_folder_is_refused(
     err = capsys.readouterr().err.strip()
     assert err.startswith("fersuite-predict: error: ") and len(err.splitlines()) == 1
     assert str(model_dir / src.name) in err and "xternal data" in err
+
+
+def test_a_torchscript_file_that_writes_files_is_refused(
+    exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shared ``model.pt`` beside a genuine sidecar saves its input to a file when called:
+    one line, status 2, no file written (fersuite.deploy.torchscript)."""
+    from tests.deploy.test_torchscript import _SavesInForward
+
+    target = tmp_path / "written.pt"
+    model = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(_SavesInForward(str(target))), str(model))
+    sidecar = exported["ts"].with_suffix(".json")
+    (tmp_path / sidecar.name).write_bytes(sidecar.read_bytes())
+    assert main([f"ckpt_path={model}", f"inputs={exported['images']}", "output=null"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fersuite-predict: error: ") and len(err.splitlines()) == 1
+    assert str(model) in err and "aten::save" in err
+    assert not target.exists()

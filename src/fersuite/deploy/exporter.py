@@ -28,10 +28,10 @@ from omegaconf import DictConfig
 from fersuite.card import ModelCard
 from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.config import ConfigError, settings_keys
-from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, ExportError, TupleOutput, quiet
+from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, ExportError, TupleOutput
 from fersuite.deploy.calibration import datamodule_for_card, image_batches
 from fersuite.deploy.onnx import OnnxModel, export_onnx
-from fersuite.deploy.torchscript import export_torchscript
+from fersuite.deploy.torchscript import TorchScriptModel, export_torchscript
 from fersuite.deploy.verify import (
     compare_outputs,
     compare_quantized,
@@ -244,8 +244,8 @@ def _export_file(
         info = export_executorch(wrapper, example, tmp, calibration=calib)
         return info, ExecuTorchModel(tmp, threads=s.threads), None
     info = export_torchscript(wrapper, example, tmp)
-    with quiet():
-        return info, torch.jit.load(str(tmp), map_location="cpu").eval(), None
+    # loaded as fersuite-predict will load it: the file must pass the same checks
+    return info, TorchScriptModel(tmp), None
 
 
 def _reduce_range(s: ExportSettings) -> bool:
