@@ -42,9 +42,9 @@ def _wall_s(sweep: Path) -> float:
 def _select(sweeps: list[Path], only: list[str], tmp: Path) -> list[Path]:
     """Views of the sweeps holding only the jobs with one of the ``only`` overrides."""
     out = []
-    for sweep in sweeps:
-        view = tmp / sweep.name
-        view.mkdir()
+    for i, sweep in enumerate(sweeps):
+        view = tmp / str(i) / sweep.name  # sweeps of two studies may share a dir name
+        view.mkdir(parents=True)
         (view / "multirun.yaml").symlink_to((sweep / "multirun.yaml").resolve())
         for job in sweep.iterdir():
             ov = job / ".hydra" / "overrides.yaml"
