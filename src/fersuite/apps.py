@@ -6,6 +6,8 @@
   ``fersuite-<app>: error: ...`` on stderr, exit status 2.
 * A :class:`fersuite.errors.RunFailedError` (a failure its message explains, e.g. an export that
   does not match PyTorch) → one line, exit status 1.
+* A folder that cannot be written (permission, read-only file system) → one line naming the
+  path and what is needed, exit status 2; a full disk → one line, exit status 1.
 * Any other exception is a failed run, i.e. a bug → its traceback is logged, exit status 1.
 * A multirun (``--multirun`` or ``hydra.mode: MULTIRUN`` in a preset, e.g. ``hparams_search``)
   never stops at a failed job: the job raises, Hydra records it (``error.txt`` in the job dir,
@@ -33,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fersuite.errors import RunFailedError, is_user_error, one_line
+from fersuite.errors import RunFailedError, is_user_error, one_line, storage_error
 from fersuite.utils.malloc import tune_malloc
 
 __all__ = ["in_multirun", "note_multirun", "run_app", "task_wrapper"]
@@ -119,7 +121,7 @@ def _answer(prog: str, exc: BaseException) -> int:
     if is_user_error(exc):
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
         return 2
-    if isinstance(exc, RunFailedError):
+    if isinstance(exc, RunFailedError) or storage_error(exc) == "disk_full":
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
         return 1
     log.error("%s failed (a bug: please report it with this traceback)", prog, exc_info=exc)

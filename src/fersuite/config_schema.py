@@ -103,6 +103,64 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+def closest(word: str, *choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The choice most like ``word`` (difflib ratio >= ``cutoff``), or None; on a tie the
+    earlier iterable wins."""
+    best, best_score = None, -1.0
+    for group in choices:
+        for choice in group:
+            score = difflib.SequenceMatcher(None, word, choice).ratio()
+            if score >= cutoff and score > best_score:
+                best, best_score = choice, score
+    return best
+
+
+#: At most this many keys of a node are listed when none is close to an unknown one.
+_LISTED_KEYS = 15
+
+
+def unknown_key_hint(full_key: str, key: str, node: DictConfig) -> str:
+    """One line for a command-line key that the composed config does not have (``full_key``,
+    the last part ``key``, below ``node``): the closest key of ``node`` or of the callable its
+    ``_target_`` names, e.g. ``unknown key trainer.max_epoch; did you mean
+    trainer.max_epochs?``. A parameter of that callable that the config does not set yet is
+    added with ``+``."""
+    prefix = full_key[: -len(key)] if full_key.endswith(key) else ""
+    keys = [str(k) for k in node if not str(k).startswith("_")]
+    sig = None
+    if "_target_" in node:
+        try:
+            raw = OmegaConf.to_container(node, resolve=False)
+            assert isinstance(raw, dict)
+            sig = target_signature(prefix.rstrip(".") or "config", raw)
+        except Exception:  # noqa: BLE001 - no signature: suggest from the config's keys only
+            sig = None
+    params = [p for p in (sig.params if sig else {}) if p not in keys]
+    if sig is not None and key in params:
+        return (
+            f"{full_key} is not set in the config, but {sig.name} takes it: "
+            f"add it with +{full_key}=<value>"
+        )
+    best = closest(key, keys, params)
+    if best is not None and best in keys:
+        return f"unknown key {full_key}; did you mean {prefix}{best}?"
+    if best is not None and sig is not None:
+        return (
+            f"unknown key {full_key}; did you mean {prefix}{best}? ({sig.name} takes it; "
+            f"not set in the config yet: +{prefix}{best}=<value>)"
+        )
+    if sig is not None and sig.open:
+        return (
+            f"unknown key {full_key}; {sig.name} takes more keyword arguments than the config "
+            f"sets: add one with +{full_key}=<value>"
+        )
+    where = prefix.rstrip(".") or "the config"
+    if not prefix:  # the app's own keys; hydra.* is Hydra's
+        keys = [k for k in keys if k != "hydra"]
+    shown = ", ".join(keys[:_LISTED_KEYS]) + (", ..." if len(keys) > _LISTED_KEYS else "")
+    return f"unknown key {full_key}; {where} has the keys {shown} (all of them: --cfg job)"
+
+
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 

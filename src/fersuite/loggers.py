@@ -85,12 +85,27 @@ def make_wandb_logger(
     )
 
 
+def wandb_where(run: Any) -> str:
+    """Where a W&B run's data is, in words: the run's URL when it was uploaded; the offline
+    run dir and the command that uploads it otherwise (an offline run uploaded nothing)."""
+    settings = getattr(run, "settings", None)
+    if getattr(settings, "mode", None) == "offline" or getattr(run, "offline", False):
+        where = getattr(settings, "sync_dir", None) or str(Path(run.dir).parent)
+        return f"W&B run saved offline in {where} (not uploaded); upload it with: wandb sync {where}"
+    url = getattr(run, "url", None)
+    return f"W&B run uploaded: {url}" if url else "W&B run finished"
+
+
 def finish_wandb() -> None:
-    """Close the active W&B run, if any, so multirun jobs never bleed into each other."""
+    """Close the active W&B run, if any, so multirun jobs never bleed into each other, and
+    say where its data is (:func:`wandb_where`)."""
     try:
         import wandb
 
-        if wandb.run is not None:
+        run = wandb.run
+        if run is not None:
+            where = wandb_where(run)
             wandb.finish()
+            log.info("%s", where)
     except Exception as exc:  # noqa: BLE001
         log.warning("wandb.finish() failed: %s", exc)

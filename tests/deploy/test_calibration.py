@@ -11,12 +11,9 @@ from omegaconf import OmegaConf
 
 from fersuite.card import ModelCard
 from fersuite.config import ConfigError
-from fersuite.deploy.calibration import (
-    data_config_for,
-    datamodule_for_card,
-    image_batches,
-    training_data_record,
-)
+from fersuite.data.record import training_data_record
+from fersuite.deploy.calibration import data_config_for, datamodule_for_card, image_batches
+from fersuite.errors import UntrustedFileError
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.training.builders import checkpoint_metadata
 from tests.conftest import TINY
@@ -55,8 +52,9 @@ def test_checkpoints_record_their_training_data_as_plain_values(cfg_factory) -> 
 
 
 def test_recorded_data_is_mapped_onto_the_shipped_config_never_instantiated(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FERSUITE_CACHE", str(tmp_path / "local_cache"))
     GlobalHydra.instance().clear()
     cfg = OmegaConf.create({"data": None})
     record = {
@@ -64,7 +62,8 @@ def test_recorded_data_is_mapped_onto_the_shipped_config_never_instantiated(
         "values": {
             "train_size": 40,
             "val_size": 30,
-            "cache_dir": str(tmp_path / "cache"),
+            # where this machine writes is this machine's choice, never the record's
+            "cache_dir": str(tmp_path / "their_cache"),
             "not_a_key_of_the_config": 1,
             # a nested node naming code is dropped, not copied onto the trusted config
             "augment": {"_target_": "builtins.open", "file": str(tmp_path / "x")},
@@ -79,17 +78,23 @@ def test_recorded_data_is_mapped_onto_the_shipped_config_never_instantiated(
     dm = datamodule_for_card(data, _card())
     assert dm.image_size == 32 and len(dm.splits["train"]) == 40
     assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "their_cache").exists() and (tmp_path / "local_cache").is_dir()
 
 
-@pytest.mark.parametrize(
-    "record",
-    [None, {"target": "builtins.open", "values": {}}, {"values": {"train_size": 3}}],
-)
+@pytest.mark.parametrize("record", [None, {"target": "builtins.open", "values": {}}])
 def test_no_known_dataset_is_one_line_error(record: dict | None) -> None:
     GlobalHydra.instance().clear()
     with pytest.raises(ConfigError, match=r"data=") as err:
         data_config_for(OmegaConf.create({"data": None}), record, "m.ckpt", "export.quantize=int8")
     assert "\n" not in str(err.value)
+
+
+def test_a_record_without_a_target_is_refused_as_a_malformed_file() -> None:
+    GlobalHydra.instance().clear()
+    with pytest.raises(UntrustedFileError, match=r"m.ckpt: training_data.target=None"):
+        data_config_for(
+            OmegaConf.create({"data": None}), {"values": {"train_size": 3}}, "m.ckpt", "int8"
+        )
 
 
 def test_record_of_unresolvable_config_is_none() -> None:
@@ -98,8 +103,9 @@ def test_record_of_unresolvable_config_is_none() -> None:
 
 
 def test_image_batches_are_unaugmented_seeded_and_in_the_models_class_order(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FERSUITE_CACHE", str(tmp_path / "c"))
     GlobalHydra.instance().clear()
     record = {
         "target": SYNTH,

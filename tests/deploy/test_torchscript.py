@@ -1,6 +1,7 @@
 """A TorchScript ``.pt`` from someone else runs only the operators of a model: one that writes or
 maps a file (``torch.save``, ``torch.from_file``), in ``forward`` or in ``__setstate__`` (which
-``torch.jit.load`` runs), is refused before any of its code runs."""
+``torch.jit.load`` runs), is refused before any of its code runs, with one line
+(:class:`~fersuite.errors.UntrustedFileError`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fersuite.deploy.base import ExportError
 from fersuite.deploy.torchscript import TorchScriptModel
+from fersuite.errors import UntrustedFileError
 
 
 class _SavesInForward(torch.nn.Module):
@@ -56,7 +57,7 @@ def test_a_model_that_writes_a_file_when_called_is_refused(tmp_path: Path) -> No
     target = tmp_path / "written.pt"
     path = tmp_path / "model.pt"
     torch.jit.save(torch.jit.script(_SavesInForward(str(target))), str(path))
-    with pytest.raises(ExportError, match=r"model\.pt.*aten::save"):
+    with pytest.raises(UntrustedFileError, match=r"model\.pt.*aten::save"):
         TorchScriptModel(path)
     assert not target.exists()
 
@@ -67,7 +68,7 @@ def test_a_model_that_maps_a_file_while_loading_is_refused_before_loading(tmp_pa
     path = tmp_path / "model.pt"
     torch.jit.save(torch.jit.script(_MapsFileOnLoad(str(target))), str(path))
     assert target.read_bytes() == bytes(16)  # saving did not run __setstate__
-    with pytest.raises(ExportError, match=r"model\.pt.*__setstate__"):
+    with pytest.raises(UntrustedFileError, match=r"model\.pt.*__setstate__"):
         TorchScriptModel(path)
     assert target.read_bytes() == bytes(16)
 
@@ -86,5 +87,5 @@ def test_a_plain_model_loads_and_runs(tmp_path: Path) -> None:
 def test_not_a_torchscript_archive_is_one_error(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     path.write_bytes(b"not a zip")
-    with pytest.raises(ExportError, match=r"model\.pt"):
+    with pytest.raises(UntrustedFileError, match=r"model\.pt"):
         TorchScriptModel(path)

@@ -2,7 +2,9 @@
 
 Configured by the top-level keys ``checkpoint.every_n_train_steps`` and
 ``checkpoint.train_time_interval`` (seconds); with both ``null`` it never writes (the
-``model_checkpoint`` callback still writes ``last.ckpt`` after every epoch).
+``model_checkpoint`` callback still writes ``last.ckpt`` after every epoch). Like that one
+it is a :class:`~fersuite.callbacks.checkpointing.RunCheckpoint`: paths in a resumed state are
+kept only inside its own ``dirpath``, and it deletes nothing outside it.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from fersuite.callbacks.checkpointing import RunCheckpoint
 
 
-class PeriodicLastCheckpoint(ModelCheckpoint):
-    """A ``ModelCheckpoint`` that only (over)writes ``<dirpath>/last.ckpt`` on a step/time clock."""
+class PeriodicLastCheckpoint(RunCheckpoint):
+    """A ``RunCheckpoint`` that only (over)writes ``<dirpath>/last.ckpt`` on a step/time clock."""
 
     def __init__(
         self,

@@ -1,14 +1,15 @@
 """The decode-once dataset cache: memory-mapped ``.npy`` arrays plus a manifest written last.
 
 A cache lives in ``<cache_dir>/<dataset>/<key>/``. The key hashes the source files' identity
-(resolved path, size, mtime_ns) and the preprocessing parameters, so a changed source file or
-setting selects a new directory. A cache is built in a temporary sibling directory; its
-``manifest.json`` (the shape, dtype and byte size of every array) is written last and the
-directory is renamed into place only when complete. Opening checks the manifest against the
-files, so a crash at any point never leaves a cache that is later read as valid: a leftover
-temporary directory is ignored (and removed once its process is gone) and the cache is
-rebuilt. When a source file changes, the superseded cache of the same sources and
-parameters is deleted after the new one is in place.
+(resolved path, size and mtime_ns, or with :func:`content_identity` a sha256 of the bytes)
+and the preprocessing parameters, so a changed source file or setting selects a new
+directory. A cache is built in a temporary sibling directory; its ``manifest.json`` (the
+shape, dtype and byte size of every array) is written last and the directory is renamed into
+place only when complete. Opening checks the manifest against the files, so a crash at any
+point never leaves a cache that is later read as valid: a leftover temporary directory is
+ignored (and removed once its process is gone) and the cache is rebuilt. When a source file
+changes, the superseded cache of the same sources and parameters is deleted after the new
+one is in place.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +45,32 @@ def file_identity(path: Path) -> dict[str, Any]:
     """What identifies one source file: resolved path, size and modification time."""
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def content_identity(path: Path) -> dict[str, Any]:
+    """What identifies one source file by content: its size and the sha256 of its bytes.
+
+    No timestamps: a rewrite that keeps the size and restores the mtime still changes the
+    key, and a touched but unchanged file keeps it. A file that cannot be read (missing,
+    denied, not a regular file) is identified by why, so its loader reports it as it decodes.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)  # O_NONBLOCK: a FIFO must not block the key
+    except OSError as exc:
+        return {"unreadable": type(exc).__name__}
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return {"unreadable": "not a regular file"}
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 16):  # small reads: most images fit in one
+            h.update(chunk)
+    except OSError as exc:
+        return {"unreadable": type(exc).__name__}
+    finally:
+        os.close(fd)
+    return {"size": st.st_size, "sha256": h.hexdigest()}
 
 
 def _digest(obj: Any) -> str:

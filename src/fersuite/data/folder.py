@@ -26,7 +26,7 @@ import numpy as np
 
 from fersuite.card import FaceCrop, decode_face
 from fersuite.data.base import SPLITS, ArraySplit
-from fersuite.data.cache import CacheWriter
+from fersuite.data.cache import CacheWriter, content_identity
 from fersuite.data.cached import CachedDataModule, stratified_split
 from fersuite.data.csvio import CsvTable, FieldError, parse_float, require_dir, require_file
 from fersuite.data.errors import BadSamples, DataFormatError
@@ -175,20 +175,17 @@ class FolderDataModule(CachedDataModule):
         return out
 
     def source_identities(self) -> list[dict[str, Any]]:
+        """Every file by content (sha256): an image edited in place, even to the same size
+        with its old mtime restored, selects a new cache (hashing costs about a tenth of
+        decoding small images, on every open)."""
         ids: list[dict[str, Any]] = [{"root": str(self.root.resolve())}]
         for split, items in self.list_images().items():
             for it in items:
-                st = (self.root / it.rel).stat()
-                ids.append(
-                    {"path": it.rel, "split": split, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-                )
+                ids.append({"path": it.rel, "split": split, **content_identity(self.root / it.rel)})
         # the face crops depend on the detector's model file and the OpenCV that runs it
         for path in (self.va_csv, self.detector_file):
             if path is not None:
-                st = path.stat()
-                ids.append(
-                    {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-                )
+                ids.append({"path": str(path.resolve()), **content_identity(path)})
         if self.detector_file is not None:
             import cv2
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fersuite.card import FaceCrop
+from fersuite.config import ConfigError
 from fersuite.data.base import AffectDataModule, ArraySplit
 from fersuite.data.synthetic import render_faces
 from fersuite.labels import CANONICAL_CLASSES
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 #: Bump when the renderer changes so stale caches are not reused.
 GENERATOR_VERSION = 1
+#: Bounds checked before anything is rendered (a split of MAX_SPLIT 48x48 faces is ~0.5 GB).
+MAX_SPLIT = 200_000
+RENDER_SIZES = (16, 512)
 
 
 class SyntheticDataModule(AffectDataModule):
@@ -46,8 +50,13 @@ class SyntheticDataModule(AffectDataModule):
             ("val_size", val_size),
             ("test_size", test_size),
         ):
-            if n < 1:
-                raise ValueError(f"data.{key}={n}; expected >= 1")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SPLIT:
+                raise ConfigError(f"data.{key}={n}; expected an integer in 1..{MAX_SPLIT}")
+        lo, hi = RENDER_SIZES
+        if isinstance(render_size, bool) or not isinstance(render_size, int):
+            raise ConfigError(f"data.render_size={render_size!r}; expected an integer")
+        if not lo <= render_size <= hi:
+            raise ConfigError(f"data.render_size={render_size}; expected {lo}..{hi}")
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.render_size = render_size
         self.seed = seed

@@ -6,16 +6,18 @@ model card's preprocessing (the datamodule's evaluation transform with the card'
 no augmentation).
 
 Which dataset: ``data=<name>`` given to ``fersuite-export``, else the one the checkpoint was
-trained on. A checkpoint records that as plain data (:func:`training_data_record`: the
-datamodule's ``_target_`` and its plain values). That record is someone else's file, so it is
-never instantiated: its ``_target_`` only selects one of the trusted ``conf/data/*.yaml``
-configs shipped with fersuite, and only plain values of keys that config already has are
-copied onto it (e.g. ``data_dir``, ``train_size``).
+trained on. A checkpoint records that as plain data (:mod:`fersuite.data.record`). That record is
+someone else's file: :func:`~fersuite.data.record.read_data_record` parses and bounds it first
+(an interpolation such as ``${oc.decode:...}`` is refused, never resolved), its ``_target_``
+only selects one of the trusted ``conf/data/*.yaml`` configs shipped with fersuite, only values
+of keys that config already has are copied onto it (e.g. ``root``, ``train_size``; never the
+cache dir or loader settings, which are this machine's), and the result is checked by the same
+schema as a command line (:func:`fersuite.config_schema.check_target_node`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fersuite.card import ModelCard
 from fersuite.config import CONFIG_DIR, ConfigError
+from fersuite.config_schema import check_target_node
+from fersuite.data.record import LOCAL_KEYS, read_data_record
+from fersuite.errors import is_user_error, one_line
 
 __all__ = [
     "INPUT_KEYS",
@@ -32,47 +37,10 @@ __all__ = [
     "datamodule_for_card",
     "export_data_config",
     "image_batches",
-    "training_data_record",
 ]
 
 #: data keys that come from the model card, not from the recorded training data
 INPUT_KEYS = ("image_size", "in_chans", "mean", "std")
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _is_plain(value: Any) -> bool:
-    if isinstance(value, _PLAIN):
-        return True
-    if isinstance(value, list | tuple):
-        return all(isinstance(v, _PLAIN) for v in value)
-    if isinstance(value, Mapping):  # no ``_target_``/``_partial_``: nothing Hydra would build
-        return all(
-            isinstance(k, str) and not k.startswith("_") and _is_plain(v) for k, v in value.items()
-        )
-    return False
-
-
-def training_data_record(data_cfg: Any) -> dict[str, Any] | None:
-    """What a checkpoint records about its training data: ``{"target", "values"}``, plain
-    values only (None when the config cannot be resolved to plain data)."""
-    if data_cfg is None:
-        return None
-    try:
-        raw = (
-            OmegaConf.to_container(data_cfg, resolve=True)
-            if isinstance(data_cfg, DictConfig)
-            else dict(data_cfg)
-        )
-    except OmegaConfBaseException:  # an interpolation only the app resolves: nothing recorded
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("_target_"), str):
-        return None
-    values = {
-        str(k): v
-        for k, v in raw.items()
-        if isinstance(k, str) and not k.startswith("_") and _is_plain(v)
-    }
-    return {"target": raw["_target_"], "values": values}
 
 
 def _trusted_groups(config_dir: str | Path = CONFIG_DIR) -> dict[str, str]:
@@ -99,48 +67,68 @@ def _compose_data(group: str) -> DictConfig:
         return compose(config_name="export", overrides=overrides)
 
 
-def data_config_for(
-    cfg: DictConfig, record: Mapping[str, Any] | None, source: str, why: str
-) -> DictConfig:
+def data_config_for(cfg: DictConfig, raw_record: Any, source: str, why: str) -> DictConfig:
     """The data config to read images from: ``cfg.data`` when the user chose one, else the
-    trusted config matching the checkpoint's ``record`` with its plain values copied on."""
+    trusted config matching the checkpoint's record (``raw_record``, as stored; parsed here
+    by :func:`~fersuite.data.record.read_data_record`) with its values copied on."""
     if cfg.get("data") is not None:
         return cfg.data
-    if not record or not isinstance(record.get("target"), str):
+    record = read_data_record(raw_record, source)
+    if record is None:
         raise ConfigError(
             f"{why} needs images, and {source} does not record its training data: "
-            "name a dataset, e.g. data=fer2013 data.data_dir=<dir>"
+            "name a dataset, e.g. data=fer2013 data.root=<dir>"
         )
     groups = _trusted_groups()
-    group = groups.get(record["target"])
+    group = groups.get(record.target)
     if group is None:
         raise ConfigError(
-            f"{source} was trained on data of type {record['target']!r}, which no shipped "
+            f"{source} was trained on data of type {record.target[:120]!r}, which no shipped "
             f"data config builds ({', '.join(sorted(groups.values()))}): name one with data=..."
         )
     composed = _compose_data(group)
     node = composed.data
-    values = record.get("values") or {}
     with open_dict(node):
-        for key, value in values.items():
-            usable = key in node and key not in INPUT_KEYS and not key.startswith("_")
-            if usable and _is_plain(value):
-                node[key] = value
-        # resolve ${paths...} against the composed config, then detach
+        for key, value in record.values.items():
+            if key in node and key not in INPUT_KEYS and key not in LOCAL_KEYS:
+                node[key] = value  # no '${' (read_data_record): stored as a literal
         node = OmegaConf.create(OmegaConf.to_container(node, resolve=False))
     merged = OmegaConf.create({"paths": composed.paths, "data": node})
+    _check_recorded(merged.data, source)
     return merged.data
 
 
+def _check_recorded(data: DictConfig, source: str) -> None:
+    """The schema of a command line, then the datamodule's own bounds (its constructor, which
+    reads and allocates nothing), applied to a data config rebuilt from a record: a value that
+    cannot work is one line naming the checkpoint."""
+    from hydra.utils import instantiate
+
+    parent = data._get_parent()
+    plain = OmegaConf.to_container(data, resolve=False)
+    for key in INPUT_KEYS:  # the card's, set by datamodule_for_card; defaults meanwhile
+        plain.pop(key, None)
+    root = OmegaConf.create({"paths": parent.get("paths") if parent is not None else None})
+    root.data = plain
+    try:
+        resolved = OmegaConf.to_container(root.data, resolve=True)
+        check_target_node("data", resolved)
+        instantiate(resolved)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        raise ConfigError(f"{source}: training_data: {one_line(exc)}") from exc
+
+
 def export_data_config(cfg: DictConfig, ckpt_path: str, why: str) -> DictConfig:
-    """:func:`data_config_for` with the record read from the checkpoint ``ckpt_path``."""
-    record = None
+    """:func:`data_config_for` with the record stored in the checkpoint ``ckpt_path``."""
+    raw = None
     if cfg.get("data") is None:
         from fersuite.checkpoint import META_KEY, read_checkpoint
 
         meta = read_checkpoint(ckpt_path).get(META_KEY)
-        record = meta.get("training_data") if isinstance(meta, dict) else None
-    return data_config_for(cfg, record, ckpt_path, why)
+        raw = meta.get("training_data") if isinstance(meta, dict) else None
+    return data_config_for(cfg, raw, ckpt_path, why)
 
 
 def datamodule_for_card(data_cfg: DictConfig, card: ModelCard) -> Any:
@@ -164,6 +152,9 @@ def datamodule_for_card(data_cfg: DictConfig, card: ModelCard) -> Any:
         resolved = OmegaConf.to_container(root.data, resolve=True)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"data: cannot resolve the dataset config: {exc}") from exc
+    # the same schema as a command line: keys and value types of the datamodule, before it
+    # is built (its constructor then bounds the sizes before allocating anything)
+    check_target_node("data", resolved)
     dm = instantiate(resolved)
     dm.setup("fit")
     return dm

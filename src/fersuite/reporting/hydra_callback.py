@@ -107,5 +107,6 @@ class SweepReportCallback(Callback):
                 k: OmegaConf.select(wandb_cfg, k, default=None)
                 for k in ("project", "entity", "mode")
             }
-            if upload_sweep_report(report, plain, sweep_dir):
-                log.info("sweep report uploaded to W&B (project %s)", plain["project"])
+            where = upload_sweep_report(report, plain, sweep_dir)
+            if where:
+                log.info("sweep report (project %s): %s", plain["project"], where)

@@ -106,20 +106,25 @@ def log_evaluation_charts(
     logger.log_metrics(charts, step=step)
 
 
-def upload_sweep_report(report: Any, logger_cfg: Mapping[str, Any], sweep_dir: str) -> bool:
+def upload_sweep_report(
+    report: Any, logger_cfg: Mapping[str, Any], sweep_dir: str
+) -> str | None:
     """Upload a sweep report (``report.csv`` as a W&B table, the Pareto plot as an image) as
     its own W&B run (``job_type=sweep-report``, grouped with the sweep's jobs), with the
-    project, entity and mode of the sweep's ``logger.wandb`` config. Never raises."""
+    project, entity and mode of the sweep's ``logger.wandb`` config. Never raises.
+
+    Returns where the report went (:func:`fersuite.loggers.wandb_where`: uploaded, or saved
+    offline with the command that uploads it); None when nothing was logged."""
     try:
         import csv
 
         import wandb
 
-        from fersuite.loggers import resolve_wandb_mode
+        from fersuite.loggers import resolve_wandb_mode, wandb_where
 
         mode = resolve_wandb_mode(str(logger_cfg.get("mode") or "auto"))
         if mode == "disabled":
-            return False
+            return None
         with open(report.paths["csv"], newline="") as fh:
             rows = list(csv.reader(fh))
         run = wandb.init(
@@ -139,9 +144,10 @@ def upload_sweep_report(report: Any, logger_cfg: Mapping[str, Any], sweep_dir: s
             if "pareto" in report.paths:
                 media["sweep/pareto"] = wandb.Image(str(report.paths["pareto"]))
             run.log({k: v for k, v in media.items() if v is not None})
+            where = wandb_where(run)
         finally:
             run.finish()
     except Exception as exc:  # noqa: BLE001 - an upload must never fail a finished sweep
         log.warning("could not upload the sweep report to W&B: %s", exc)
-        return False
-    return True
+        return None
+    return where

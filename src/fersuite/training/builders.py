@@ -8,8 +8,10 @@ from typing import Any
 
 import lightning.pytorch as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fersuite.callbacks.checkpointing import RunCheckpoint
 from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
 from fersuite.config import ConfigError
 from fersuite.evaluation import ClassRemap, same_classes
@@ -28,6 +30,8 @@ log = logging.getLogger("fersuite.train")
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
+    """The config's callbacks; a :class:`RunCheckpoint` when checkpointing is on and none of
+    them is a ``ModelCheckpoint`` (instead of Lightning's unguarded default)."""
     callbacks: list[L.Callback] = []
     for name, cb_cfg in (cfg.get("callbacks") or {}).items():
         if cb_cfg is None or "_target_" not in cb_cfg:
@@ -38,6 +42,10 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
         callback = instantiate(cb_cfg)
         if callback is not None:  # an option that is off (e.g. ema.decay=null) builds none
             callbacks.append(callback)
+    checkpointing = cfg.get("trainer", {}).get("enable_checkpointing", True) is not False
+    if checkpointing and not any(isinstance(cb, ModelCheckpoint) for cb in callbacks):
+        # Lightning's own default, with the guard that keeps resumed paths inside the run
+        callbacks.append(RunCheckpoint())
     return callbacks
 
 
@@ -91,7 +99,7 @@ def checkpoint_metadata(
     with VA and a loss that trains it); defaults to the dataset's. The face crop is the
     datamodule's ``face_crop``."""
     from fersuite.card import training_card
-    from fersuite.deploy.calibration import training_data_record
+    from fersuite.data.record import training_data_record
 
     card = training_card(
         OmegaConf.to_container(cfg.model, resolve=True),

@@ -16,6 +16,7 @@ import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fersuite.callbacks.checkpointing import best_checkpoint
 from fersuite.config import validate_config
 from fersuite.reporting.wandb_utils import update_wandb_summary
 from fersuite.resume import prepare_resume, read_wandb_id, remember_wandb_id
@@ -26,7 +27,7 @@ from fersuite.training.builders import (
     build_plugins,
     checkpoint_metadata,
 )
-from fersuite.utils.io import atomic_write_json
+from fersuite.utils.io import atomic_write_json, remove_stale_tmp
 from fersuite.utils.run_info import environment, print_summary, write_metrics
 
 __all__ = ["finish_run", "make_trainer", "prepare_run", "train"]
@@ -46,6 +47,10 @@ def prepare_run(cfg: DictConfig, resume: bool = True) -> tuple[Path, str | None]
     ckpt_path = prepare_resume(cfg) if resume else None
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+        # what a killed run was writing when it died (other ranks may be writing already)
+        for stale in remove_stale_tmp(out_dir):
+            log.info("removed %s, left by an interrupted write", stale)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     return out_dir, ckpt_path
@@ -116,7 +121,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if fitting:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     values: dict[str, Any] = dict(trainer.callback_metrics)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # Only a checkpoint file inside the callback's own folder (a resumed state is a file).
+    best = best_checkpoint(trainer.checkpoint_callback)
     if cfg.get("test", True):
         # After fit: the best checkpoint; train=false ckpt_path=last: that one.
         ckpt = (best or None) if fitting else cfg.get("ckpt_path")

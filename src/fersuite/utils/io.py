@@ -42,6 +42,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def is_atomic_tmp(path: Path) -> bool:
+    """True for the name :func:`atomic_path` gives its temporary files (``.<name>.<rand>.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp") and path.name.count(".") >= 3
+
+
+def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (and below it): regular
+    files named as :func:`atomic_path` names them, never following a symlink out of the
+    folder. Call it when a run (re)starts in a folder it owns. Returns what was removed."""
+    root = Path(folder)
+    removed: list[Path] = []
+    if not root.is_dir() or root.is_symlink():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if is_atomic_tmp(path) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        dirnames[:] = [d for d in dirnames if not Path(dirpath, d).is_symlink()]
+    return removed
+
+
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[IO[Any]], None], mode: str = "w"
 ) -> None:
