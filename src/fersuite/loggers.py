@@ -91,7 +91,9 @@ def wandb_where(run: Any) -> str:
     settings = getattr(run, "settings", None)
     if getattr(settings, "mode", None) == "offline" or getattr(run, "offline", False):
         where = getattr(settings, "sync_dir", None) or str(Path(run.dir).parent)
-        return f"W&B run saved offline in {where} (not uploaded); upload it with: wandb sync {where}"
+        return (
+            f"W&B run saved offline in {where} (not uploaded); upload it with: wandb sync {where}"
+        )
     url = getattr(run, "url", None)
     return f"W&B run uploaded: {url}" if url else "W&B run finished"
 

@@ -106,9 +106,7 @@ def log_evaluation_charts(
     logger.log_metrics(charts, step=step)
 
 
-def upload_sweep_report(
-    report: Any, logger_cfg: Mapping[str, Any], sweep_dir: str
-) -> str | None:
+def upload_sweep_report(report: Any, logger_cfg: Mapping[str, Any], sweep_dir: str) -> str | None:
     """Upload a sweep report (``report.csv`` as a W&B table, the Pareto plot as an image) as
     its own W&B run (``job_type=sweep-report``, grouped with the sweep's jobs), with the
     project, entity and mode of the sweep's ``logger.wandb`` config. Never raises.
