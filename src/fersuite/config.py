@@ -84,3 +84,13 @@ def settings_keys(
     if unknown:
         raise ConfigError(f"unknown {group} keys {unknown}; expected some of {sorted(known)}")
     return raw
+
+
+def require_ckpt_path(cfg: DictConfig, app: str) -> str:
+    """``cfg.ckpt_path`` as a string; one line naming the key when it is not set."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
+        raise ConfigError(
+            f"ckpt_path is not set: {app} ckpt_path=<file.ckpt written by fersuite-train"
+            + (" | model.onnx | model.pte | model.pt>" if app == "fersuite-eval" else ">")
+        )
+    return str(cfg.ckpt_path)

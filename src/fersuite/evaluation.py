@@ -31,8 +31,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from fersuite.card import ModelCard
-from fersuite.checkpoint import checkpoint_meta, read_checkpoint, trained_model_card
-from fersuite.config import ConfigError
+from fersuite.checkpoint import META_KEY, checkpoint_meta, read_checkpoint, trained_model_card
+from fersuite.config import ConfigError, require_ckpt_path
+from fersuite.data.record import recorded_data_config
 from fersuite.labels import canonical_name, mapping_indices
 from fersuite.types import AffectOutput
 
@@ -41,6 +42,7 @@ __all__ = [
     "ClassRemap",
     "EvaluatedModel",
     "ExportedNet",
+    "adopt_checkpoint_data",
     "adopt_checkpoint_model",
     "class_index_map",
     "evaluate",
@@ -57,9 +59,29 @@ EXPORTED_SUFFIXES = {".onnx": "onnx", ".pte": "executorch", ".pt": "torchscript"
 
 
 def wants_checkpoint_eval(cfg: DictConfig) -> bool:
-    """``train=false`` with a checkpoint file (not ``last``/resume): evaluate that file."""
+    """``train=false`` with a checkpoint file (not ``last``/resume): evaluate that file.
+    ``train=false`` without a checkpoint is refused: it would test an untrained model."""
     ckpt = cfg.get("ckpt_path")
+    if not cfg.get("train", True) and not ckpt:
+        raise ConfigError(
+            "train=false without ckpt_path would test an untrained model; to evaluate a "
+            "checkpoint: fersuite-eval ckpt_path=<file.ckpt | model.onnx | model.pte | model.pt>"
+        )
     return not cfg.get("train", True) and bool(ckpt) and str(ckpt) != "last"
+
+
+def _task_overrides() -> list[str]:
+    """The command line's overrides of the running Hydra job (none outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    except Exception:  # noqa: BLE001 - no Hydra job (library use)
+        return []
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,8 @@ class EvaluatedModel:
     format: str = "checkpoint"
     quantize: str | None = None
     max_batch: int | None = None
+    #: the checkpoint's stored training-data record, as stored (parsed before any use)
+    training_data: Any = None
 
     @property
     def exported(self) -> bool:
@@ -112,7 +136,10 @@ def evaluated_model(path: str | Path) -> EvaluatedModel:
     if fmt is None:
         if not p.is_file():
             raise ConfigError(f"ckpt_path={p}: no such checkpoint file (expected a .ckpt)")
-        return EvaluatedModel(p, checkpoint_meta(read_checkpoint(p), str(p)))
+        ckpt = read_checkpoint(p)
+        meta = ckpt.get(META_KEY)
+        record = meta.get("training_data") if isinstance(meta, dict) else None
+        return EvaluatedModel(p, checkpoint_meta(ckpt, str(p)), training_data=record)
     if not p.is_file():
         raise ConfigError(
             f"ckpt_path={p}: no such exported model file (expected a {p.suffix} written by "
@@ -125,25 +152,30 @@ def evaluated_model(path: str | Path) -> EvaluatedModel:
 
 def adopt_checkpoint_model(cfg: DictConfig) -> EvaluatedModel:
     """The one config change of an evaluation, before it starts: ``cfg.model`` becomes the
-    model card's (so ``run_info.json`` records what was evaluated) and the data's input
-    (``data.image_size``, ``in_chans``, ``mean``, ``std``) the card's. The card comes from
-    the checkpoint, or from the sidecar of an exported model; an exported model runs on the
-    CPU, so the trainer is set to it."""
-    model = evaluated_model(str(cfg.ckpt_path))
+    model card's (so ``run_info.json`` records what was evaluated), the data is the one the
+    checkpoint was trained on unless ``data=`` is given (:func:`adopt_checkpoint_data`), and
+    the data's input (``data.image_size``, ``in_chans``, ``mean``, ``std``) is the card's. The
+    card comes from the checkpoint, or from the sidecar of an exported model; an exported
+    model runs on the CPU, so the trainer is set to it. A ``model=`` / ``model.*`` override
+    is refused: the checkpoint defines the model."""
+    ckpt_path = str(cfg.ckpt_path)
+    overrides = _task_overrides()
+    given = [o for o in overrides if _key(o) == "model" or _key(o).startswith("model.")]
+    if given:
+        raise ConfigError(
+            f"{' '.join(given)} given with ckpt_path={ckpt_path}: the checkpoint defines the "
+            "model (its model card); drop the model override"
+        )
+    model = evaluated_model(ckpt_path)
     meta = model.card
     # Checked before anything uses it: the registry's factory and plain values only.
     model_cfg = trained_model_card(meta.model_cfg, str(model.path))
     with open_dict(cfg):
         cfg.model = OmegaConf.create(model_cfg)
-        if cfg.get("data") is not None:
-            for key, value in (
-                ("image_size", int(meta.input_size)),
-                ("in_chans", int(meta.in_chans)),
-                ("mean", list(meta.mean)),
-                ("std", list(meta.std)),
-            ):
-                if key in cfg.data:
-                    cfg.data[key] = value
+    if cfg.get("data") is not None:
+        described = adopt_checkpoint_data(cfg, model, overrides)
+        print(f"evaluating {model.path} on {described}", flush=True)
+    with open_dict(cfg):
         if model.exported and cfg.get("trainer") is not None:
             log.info("%s runs on the CPU: trainer.accelerator=cpu, devices=1", model.format)
             cfg.trainer.accelerator = "cpu"
@@ -153,6 +185,81 @@ def adopt_checkpoint_model(cfg: DictConfig) -> EvaluatedModel:
             if "num_nodes" in cfg.trainer:
                 cfg.trainer.num_nodes = 1
     return model
+
+
+def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: list[str]) -> str:
+    """Set ``cfg.data`` to what the evaluation reads; return it in words.
+
+    ``data=<name>`` on the command line: that dataset. Otherwise the checkpoint's own training
+    data (its stored record, parsed and rebuilt from a shipped config:
+    :func:`fersuite.data.record.recorded_data_config`) with the command line's ``data.*``
+    overrides applied on top; a checkpoint without a record (older, or an exported model)
+    keeps the default dataset, and says so. The input keys are the card's: an override that
+    contradicts the card is refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    card = model.card
+    want = {
+        "image_size": int(card.input_size),
+        "in_chans": int(card.in_chans),
+        "mean": list(card.mean),
+        "std": list(card.std),
+    }
+    parsed = OverridesParser.create().parse_overrides(
+        [o for o in overrides if _key(o).startswith("data.")]
+    )
+    data_overrides = {str(o.key_or_group)[len("data.") :]: o for o in parsed}
+    for key, value in want.items():
+        given = data_overrides.get(key)
+        if given is None or given.is_delete():
+            continue
+        mine = given.value()
+        same = list(mine) == list(value) if isinstance(value, list) else mine == value
+        if isinstance(value, list) and isinstance(mine, list) and len(mine) == 1:
+            same = all(float(mine[0]) == float(v) for v in value)
+        if not same:
+            raise ConfigError(
+                f"data.{key}={mine} contradicts {model.path}: its model card says {value} "
+                "(the card decides the input; drop the override)"
+            )
+    chosen = next((o for o in overrides if _key(o) == "data"), None)
+    if chosen is not None:
+        described = f"{chosen} (command line)"
+    else:
+        recorded = recorded_data_config(model.training_data, str(model.path))
+        if recorded is None:
+            group = str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
+            what = "an exported model" if model.exported else "this checkpoint"
+            described = f"the default data config ({group}): {what} records no training data"
+        else:
+            group, node = recorded
+            with open_dict(node):
+                for key, o in data_overrides.items():
+                    if o.is_delete():
+                        node.pop(key, None)
+                    elif key not in want:
+                        OmegaConf.update(node, key, o.value(), merge=True, force_add=True)
+            with open_dict(cfg):
+                cfg.data = OmegaConf.create(OmegaConf.to_container(node, resolve=False))
+            values = ", ".join(
+                f"{k}={v}"
+                for k, v in (_record_values(model.training_data) or {}).items()
+                if k in cfg.data and k not in want and not k.startswith("_")
+            )
+            described = f"its training data: data={group} ({values})"
+    with open_dict(cfg):
+        for key, value in want.items():
+            if key in cfg.data:
+                cfg.data[key] = value
+    return described
+
+
+def _record_values(raw: Any) -> dict[str, Any] | None:
+    """The plain values of a stored training-data record (for a one-line description)."""
+    from fersuite.data.record import read_data_record
+
+    record = read_data_record(raw, "<record>") if raw is not None else None
+    return dict(record.values) if record is not None else None
 
 
 class ExportedNet(nn.Module):
@@ -217,10 +324,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from fersuite.modules.affect_module import build_affect_module
     from fersuite.training import finish_run, make_trainer, prepare_run
 
+    require_ckpt_path(cfg, "fersuite-eval")
     model = adopt_checkpoint_model(cfg)
+    # An exported model is someone else's file: read (or refused, one line) before the run
+    # is prepared (its dir's stale files removed, the seed set).
+    exported = load_evaluated_net(model) if model.exported else None
     out_dir, _ = prepare_run(cfg, resume=False)
+    net = exported if exported is not None else load_evaluated_net(model)
     datamodule = instantiate(cfg.data)
-    net = net_for_dataset(load_evaluated_net(model), model.card, datamodule)
+    net = net_for_dataset(net, model.card, datamodule)
     module = build_affect_module(cfg, datamodule, net=net, net_has_va=model.card.has_va)
     extra = {"evaluated": str(model.path), "evaluated_model": model.facts()}
     trainer, callbacks = make_trainer(cfg, out_dir, extra=extra)

@@ -8,7 +8,6 @@ and transform the model was trained with. The app is :mod:`fersuite.cli.predict`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,8 +15,15 @@ from typing import Any
 
 import torch
 
-from fersuite.card import FaceCrop, ModelCard, ModelCardFormatError, input_transform, load_input
-from fersuite.errors import UserError
+from fersuite.card import (
+    FaceCrop,
+    ModelCard,
+    ModelCardFormatError,
+    input_transform,
+    load_input,
+    read_card_json,
+)
+from fersuite.errors import UntrustedFileError, UserError
 from fersuite.types import AffectOutput
 from fersuite.utils.progress import track
 
@@ -74,19 +80,17 @@ def read_sidecar(model_path: Path) -> ModelCard:
             f"no sidecar {sidecar.name} beside {model_path} (fersuite-export writes it with the "
             "class names and input spec)"
         )
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as exc:
-        raise PredictError(f"{sidecar}: not a JSON sidecar: {type(exc).__name__}: {exc}") from exc
-    try:  # the model config is checked (never built here): a sidecar naming code is refused
-        return ModelCard.from_dict(meta, str(sidecar))
+    try:  # bounded (size, then nesting depth, then parsed), then every bound of the card; the
+        # model config is checked, never built here: a sidecar naming code is refused
+        return ModelCard.from_dict(read_card_json(sidecar), str(sidecar))
     except ModelCardFormatError as exc:
         raise PredictError(str(exc)) from exc
 
 
 def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
     """A :class:`Predictor` for a ``.ckpt`` checkpoint, an ``.onnx``, a TorchScript ``.pt`` or
-    an ExecuTorch ``.pte``."""
+    an ExecuTorch ``.pte``. An exported model is checked against its sidecar's card (input,
+    classes); a file its reader refuses is an :class:`~fersuite.errors.UntrustedFileError`."""
     p = Path(path)
     if not p.is_file():
         raise PredictError(f"ckpt_path={p}: file not found (a .ckpt, .onnx, .pt or .pte)")
@@ -95,17 +99,22 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
         from fersuite.deploy.onnx import OnnxModel
 
         card = read_sidecar(p)
-        return Predictor(run=OnnxModel(p, threads=threads), card=card, source=str(p))
+        return Predictor(run=OnnxModel(p, threads, card=card), card=card, source=str(p))
     if suffix == ".pt":
+        from fersuite.deploy.base import ExportError
         from fersuite.deploy.torchscript import TorchScriptModel
 
         card = read_sidecar(p)
-        return Predictor(run=TorchScriptModel(p), card=card, source=str(p))
+        try:
+            runner = TorchScriptModel(p)
+        except ExportError as exc:  # a refused program: the file, not an export, is at fault
+            raise UntrustedFileError(str(exc)) from exc
+        return Predictor(run=runner, card=card, source=str(p))
     if suffix == ".pte":
         from fersuite.deploy.executorch import ExecuTorchModel
 
         card = read_sidecar(p)
-        return Predictor(run=ExecuTorchModel(p, threads=threads), card=card, source=str(p))
+        return Predictor(run=ExecuTorchModel(p, threads, card=card), card=card, source=str(p))
 
     from fersuite.checkpoint import load_model_from_checkpoint
 

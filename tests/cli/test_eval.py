@@ -60,7 +60,7 @@ def _eval_both(ckpt: Path, data: list[str], tmp: Path) -> tuple[dict, dict]:
 
     common = [*data, f"ckpt_path={ckpt}", "logger=none"]
     via_eval = evaluate(_compose("eval", common, tmp / "eval"))
-    alias = ["train=false", "model=timm", *common]  # model= is not used: the ckpt says
+    alias = ["train=false", *common]  # the model is the checkpoint's (model= is refused)
     via_alias = train(_compose("train", alias, tmp / "alias"))
     GlobalHydra.instance().clear()
     return via_eval, via_alias

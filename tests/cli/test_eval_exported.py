@@ -57,10 +57,8 @@ def test_onnx_gives_the_checkpoints_metrics_with_the_same_keys(
 ) -> None:
     via_ckpt = _evaluate("eval", ckpt, SMALL_SYNTHETIC, tmp_path / "ckpt")
     via_onnx = _evaluate("eval", exported, SMALL_SYNTHETIC, tmp_path / "onnx")
-    # the alias; model=timm is not used: the sidecar says what was trained
-    via_alias = _evaluate(
-        "train", exported, SMALL_SYNTHETIC, tmp_path / "alias", "train=false", "model=timm"
-    )
+    # the alias; the sidecar says what was trained (model= is refused)
+    via_alias = _evaluate("train", exported, SMALL_SYNTHETIC, tmp_path / "alias", "train=false")
     assert set(_tests(via_onnx)) == set(_tests(via_ckpt))
     assert {"test/acc", "test/f1_macro", "test/valence_ccc"} <= set(via_onnx)
     assert _tests(via_onnx) == pytest.approx(_tests(via_ckpt), abs=1e-4)

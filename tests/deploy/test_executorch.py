@@ -23,6 +23,7 @@ from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.data.synthetic import render_faces
 from fersuite.deploy.base import ExportError, TupleOutput
 from fersuite.deploy.executorch import ExecuTorchModel, export_executorch
+from fersuite.errors import UntrustedFileError
 from fersuite.inference import PredictError, load_predictor, predict_files
 from fersuite.types import AffectOutput
 from tests.export.helpers import ZOO, make_checkpoint
@@ -170,7 +171,7 @@ def test_a_bad_pte_is_one_line_naming_the_file(
         bad.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(200))
     _write_sidecar(bad, exported["card"])  # type: ignore[arg-type]
     for load in (ExecuTorchModel, load_predictor):
-        with pytest.raises(ExportError) as info:
+        with pytest.raises(UntrustedFileError) as info:  # someone else's file: exit status 2
             load(bad)
         text = str(info.value)
         assert text.startswith(f"ExecuTorch cannot load {bad}: ") and "\n" not in text, text

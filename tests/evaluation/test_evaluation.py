@@ -92,7 +92,6 @@ def test_synthetic_checkpoint_evaluated_on_fer2013(cfg_factory, tmp_path: Path) 
         "logger=none",
         "train=false",
         f"ckpt_path={ckpts[0]}",
-        "model=timm",  # ignored: the checkpoint says which model it is
         "callbacks.efficiency.latency_runs=3",
         "callbacks.efficiency.latency_warmup=1",
         "callbacks.efficiency.throughput_batch=4",

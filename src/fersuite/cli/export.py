@@ -29,7 +29,7 @@ from omegaconf import DictConfig, open_dict
 
 from fersuite.apps import run_app, task_wrapper
 from fersuite.card import FaceCrop
-from fersuite.config import CONFIG_DIR
+from fersuite.config import CONFIG_DIR, require_ckpt_path
 from fersuite.deploy.base import INPUT_NAME
 from fersuite.deploy.calibration import export_data_config
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
@@ -94,6 +94,7 @@ def print_export(info: dict[str, Any], out_dir: Path) -> None:
 def hydra_main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
+    require_ckpt_path(cfg, "fersuite-export")
     settings = ExportSettings.from_config(cfg.get("export"))
     out_dir = Path(settings.out_dir or cfg.paths.output_dir)
     data = None

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from fersuite.cli._args import Key, help_text, parse_keys, wants_help
+from fersuite.errors import UntrustedFileError
 from fersuite.inference import (
     PredictError,
     choose_face_crop,
@@ -92,7 +93,6 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
 
 
 def run(argv: Sequence[str]) -> list[dict[str, Any]]:
-    from fersuite.deploy.base import ExportError
     from fersuite.models.weights import PretrainedWeightsError
     from fersuite.utils.console import make_console
 
@@ -101,7 +101,7 @@ def run(argv: Sequence[str]) -> list[dict[str, Any]]:
         torch.set_num_threads(cfg["threads"])
     try:
         predictor = load_predictor(cfg["ckpt_path"], threads=cfg["threads"])
-    except (FileNotFoundError, PretrainedWeightsError, ExportError) as exc:
+    except (FileNotFoundError, PretrainedWeightsError) as exc:
         raise PredictError(str(exc)) from exc
     face_crop, detector = choose_face_crop(
         predictor.card,
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         run(args)
-    except PredictError as exc:
+    except (PredictError, UntrustedFileError) as exc:  # a refused file names itself
         print(f"fersuite-predict: error: {exc}", file=sys.stderr)
         return 2
     return 0

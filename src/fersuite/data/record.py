@@ -21,17 +21,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from fersuite.errors import UntrustedFileError
+from fersuite.config import CONFIG_DIR, ConfigError
+from fersuite.config_schema import check_target_node
+from fersuite.errors import UntrustedFileError, is_user_error, one_line
 
 __all__ = [
+    "INPUT_KEYS",
     "LOCAL_KEYS",
     "DataRecord",
     "read_data_record",
+    "recorded_data_config",
     "training_data_record",
 ]
 
@@ -161,3 +166,82 @@ def read_data_record(raw: Any, source: str) -> DataRecord | None:
         else:
             out[key] = _scalar(value, key, source)
     return DataRecord(target=target, values=out)
+
+
+#: data keys that come from the model card, not from the recorded training data
+INPUT_KEYS = ("image_size", "in_chans", "mean", "std")
+
+
+def _trusted_groups(config_dir: str | Path = CONFIG_DIR) -> dict[str, str]:
+    """``_target_`` -> data config name, over the shipped ``conf/data/*.yaml``."""
+    found: dict[str, str] = {}
+    for path in sorted(Path(config_dir, "data").glob("*.yaml")):
+        if path.stem.startswith("_"):
+            continue
+        target = OmegaConf.load(path).get("_target_")
+        if isinstance(target, str):
+            found.setdefault(target, path.stem)
+    return found
+
+
+def _compose_data(group: str) -> DictConfig:
+    """The trusted ``data=<group>`` config (with ``paths``), composed by Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"data={group}"]
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="export", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="export", overrides=overrides)
+
+
+def recorded_data_config(raw_record: Any, source: str) -> tuple[str, DictConfig] | None:
+    """The data config a checkpoint's record (``raw_record``, as stored; None: no record)
+    stands for: ``(group, data node)``. The record is parsed first (:func:`read_data_record`);
+    its target only selects a shipped ``conf/data/<group>.yaml``, composed by Hydra; only
+    values of keys that config has are copied on (never :data:`INPUT_KEYS`, which are the
+    model card's, nor :data:`LOCAL_KEYS`); then the command line's schema and the datamodule's
+    own bounds are applied. None when there is no record."""
+    record = read_data_record(raw_record, source)
+    if record is None:
+        return None
+    groups = _trusted_groups()
+    group = groups.get(record.target)
+    if group is None:
+        raise ConfigError(
+            f"{source} was trained on data of type {record.target[:120]!r}, which no shipped "
+            f"data config builds ({', '.join(sorted(groups.values()))}): name one with data=..."
+        )
+    composed = _compose_data(group)
+    node = composed.data
+    with open_dict(node):
+        for key, value in record.values.items():
+            if key in node and key not in INPUT_KEYS and key not in LOCAL_KEYS:
+                node[key] = value  # no '${' (read_data_record): stored as a literal
+        node = OmegaConf.create(OmegaConf.to_container(node, resolve=False))
+    merged = OmegaConf.create({"paths": composed.paths, "data": node})
+    _check_recorded(merged.data, source)
+    return group, merged.data
+
+
+def _check_recorded(data: DictConfig, source: str) -> None:
+    """The schema of a command line, then the datamodule's own bounds (its constructor, which
+    reads and allocates nothing), applied to a data config rebuilt from a record: a value that
+    cannot work is one line naming the checkpoint."""
+    from hydra.utils import instantiate
+
+    parent = data._get_parent()
+    plain = OmegaConf.to_container(data, resolve=False)
+    for key in INPUT_KEYS:  # the card's, set by datamodule_for_card; defaults meanwhile
+        plain.pop(key, None)
+    root = OmegaConf.create({"paths": parent.get("paths") if parent is not None else None})
+    root.data = plain
+    try:
+        resolved = OmegaConf.to_container(root.data, resolve=True)
+        check_target_node("data", resolved)
+        instantiate(resolved)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        raise ConfigError(f"{source}: training_data: {one_line(exc)}") from exc

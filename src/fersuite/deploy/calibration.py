@@ -18,7 +18,6 @@ schema as a command line (:func:`fersuite.config_schema.check_target_node`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,10 +25,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from fersuite.card import ModelCard
-from fersuite.config import CONFIG_DIR, ConfigError
+from fersuite.config import ConfigError
 from fersuite.config_schema import check_target_node
-from fersuite.data.record import LOCAL_KEYS, read_data_record
-from fersuite.errors import is_user_error, one_line
+from fersuite.data.record import INPUT_KEYS, recorded_data_config
 
 __all__ = [
     "INPUT_KEYS",
@@ -39,85 +37,20 @@ __all__ = [
     "image_batches",
 ]
 
-#: data keys that come from the model card, not from the recorded training data
-INPUT_KEYS = ("image_size", "in_chans", "mean", "std")
-
-
-def _trusted_groups(config_dir: str | Path = CONFIG_DIR) -> dict[str, str]:
-    """``_target_`` -> data config name, over the shipped ``conf/data/*.yaml``."""
-    found: dict[str, str] = {}
-    for path in sorted(Path(config_dir, "data").glob("*.yaml")):
-        if path.stem.startswith("_"):
-            continue
-        target = OmegaConf.load(path).get("_target_")
-        if isinstance(target, str):
-            found.setdefault(target, path.stem)
-    return found
-
-
-def _compose_data(group: str) -> DictConfig:
-    """The trusted ``data=<group>`` config (with ``paths``), composed by Hydra."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    overrides = [f"data={group}"]
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="export", overrides=overrides)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="export", overrides=overrides)
-
 
 def data_config_for(cfg: DictConfig, raw_record: Any, source: str, why: str) -> DictConfig:
     """The data config to read images from: ``cfg.data`` when the user chose one, else the
-    trusted config matching the checkpoint's record (``raw_record``, as stored; parsed here
-    by :func:`~fersuite.data.record.read_data_record`) with its values copied on."""
+    trusted config the checkpoint's record (``raw_record``, as stored) names
+    (:func:`~fersuite.data.record.recorded_data_config`)."""
     if cfg.get("data") is not None:
         return cfg.data
-    record = read_data_record(raw_record, source)
-    if record is None:
+    recorded = recorded_data_config(raw_record, source)
+    if recorded is None:
         raise ConfigError(
             f"{why} needs images, and {source} does not record its training data: "
             "name a dataset, e.g. data=fer2013 data.root=<dir>"
         )
-    groups = _trusted_groups()
-    group = groups.get(record.target)
-    if group is None:
-        raise ConfigError(
-            f"{source} was trained on data of type {record.target[:120]!r}, which no shipped "
-            f"data config builds ({', '.join(sorted(groups.values()))}): name one with data=..."
-        )
-    composed = _compose_data(group)
-    node = composed.data
-    with open_dict(node):
-        for key, value in record.values.items():
-            if key in node and key not in INPUT_KEYS and key not in LOCAL_KEYS:
-                node[key] = value  # no '${' (read_data_record): stored as a literal
-        node = OmegaConf.create(OmegaConf.to_container(node, resolve=False))
-    merged = OmegaConf.create({"paths": composed.paths, "data": node})
-    _check_recorded(merged.data, source)
-    return merged.data
-
-
-def _check_recorded(data: DictConfig, source: str) -> None:
-    """The schema of a command line, then the datamodule's own bounds (its constructor, which
-    reads and allocates nothing), applied to a data config rebuilt from a record: a value that
-    cannot work is one line naming the checkpoint."""
-    from hydra.utils import instantiate
-
-    parent = data._get_parent()
-    plain = OmegaConf.to_container(data, resolve=False)
-    for key in INPUT_KEYS:  # the card's, set by datamodule_for_card; defaults meanwhile
-        plain.pop(key, None)
-    root = OmegaConf.create({"paths": parent.get("paths") if parent is not None else None})
-    root.data = plain
-    try:
-        resolved = OmegaConf.to_container(root.data, resolve=True)
-        check_target_node("data", resolved)
-        instantiate(resolved)
-    except Exception as exc:
-        if not is_user_error(exc):
-            raise
-        raise ConfigError(f"{source}: training_data: {one_line(exc)}") from exc
+    return recorded[1]
 
 
 def export_data_config(cfg: DictConfig, ckpt_path: str, why: str) -> DictConfig:

@@ -15,6 +15,7 @@ output names, opset, exporter, verification and latency.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from fersuite.card import ModelCard
+from fersuite.card import ModelCard, parse_card_json
 from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.config import ConfigError, settings_keys
 from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, ExportError, TupleOutput
@@ -38,7 +39,8 @@ from fersuite.deploy.verify import (
     latencies,
     verification_inputs,
 )
-from fersuite.utils.io import atomic_path, atomic_write_json
+from fersuite.errors import UntrustedFileError
+from fersuite.utils.io import atomic_path, atomic_write_json, json_default
 
 __all__ = ["EXPORTERS", "FILES", "ExportSettings", "export_checkpoint", "sidecar"]
 
@@ -199,7 +201,7 @@ def _images(
     if data is None:
         raise ConfigError(
             f"export.quantize={s.quantize} needs images (calibration and held-out) and no "
-            f"dataset is known for {source}: name one, e.g. data=fer2013 data.data_dir=<dir>"
+            f"dataset is known for {source}: name one, e.g. data=fer2013 data.root=<dir>"
         )
     dm = datamodule_for_card(data, card)
     calib = (
@@ -319,7 +321,10 @@ def export_checkpoint(
     verification: dict[str, Any] = {"performed": False}
     latency: dict[str, Any] = {}
     with atomic_path(target) as tmp:
-        info, exported, fp32_check = _export_file(s, wrapper, example, tmp, calib)
+        try:
+            info, exported, fp32_check = _export_file(s, wrapper, example, tmp, calib)
+        except UntrustedFileError as exc:  # a file fersuite just wrote: the export failed
+            raise ExportError(f"the exported file fails fersuite's own reader: {exc}") from exc
         if s.verify and s.quantize is None:
             inputs = verification_inputs(card, s.verify_batch, s.verify_faces, s.seed)
             diffs = compare_outputs(net, exported, inputs, s.atol)
@@ -361,5 +366,9 @@ def export_checkpoint(
     info_out = sidecar(card, s, info, ckpt)
     info_out["verification"] = verification
     info_out["latency_b1"] = latency
+    # model.json is only ever a card that its readers accept (read_sidecar's bounds)
+    text = json.dumps(info_out, sort_keys=True, allow_nan=False, default=json_default)
+    written = str(out / "model.json")
+    ModelCard.from_dict(parse_card_json(text.encode(), written), written)
     atomic_write_json(out / "model.json", info_out)
     return info_out
