@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paired: {d}")
     for c in report.convergence:
         print(
-            f"convergence: {c.group}: epochs {c.epochs:.1f}, best epoch {c.best_epoch:.1f}, "
+            f"convergence: {c.group}: epochs {c.epochs}, best epochs (from 0) {c.best_epochs}, "
             f"best {c.best:.4f}, last-3 gain {c.late_gain:+.4f} ± {c.late_gain_ci95:.4f}"
         )
     return 0

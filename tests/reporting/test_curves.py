@@ -58,8 +58,9 @@ def test_convergence_tells_flat_from_rising(curve_sweep: Path) -> None:
     # flat: best of the last 3 minus best before them, per seed: 0.61-0.60, 0.61-0.58
     assert f.late_gain == pytest.approx(np.mean([0.01, 0.03]))
     assert r.late_gain == pytest.approx(np.mean([0.60 - 0.30, 0.55 - 0.25]))
-    assert f.best_epoch == pytest.approx(np.mean([4, 5])) and r.best_epoch == 6
-    assert f.epochs == 6 and f.n == 2
+    # epochs numbered from 0, as Lightning and the checkpoint names number them
+    assert f.best_epochs == (3, 4) and r.best_epochs == (5, 5)
+    assert f.epochs == (6, 6) and f.n == 2
     assert convergence(flat, "val/loss") is None  # never logged
 
 
@@ -71,6 +72,10 @@ def test_report_writes_curves_and_convergence_table(curve_sweep: Path) -> None:
     table = md.split("## Convergence (val/acc)")[1]
     line = next(x for x in table.splitlines() if x.startswith("| arm=rising"))
     assert "+0.3000" in line
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:4] == ["6", "5"]  # whole epochs, from 0 like best-epoch005.ckpt
+    flat = next(x for x in table.splitlines() if x.startswith("| arm=flat"))
+    assert "| 3, 4 |" in flat
     assert [c.group for c in report.convergence] == ["arm=flat", "arm=rising"]
 
 
@@ -106,3 +111,21 @@ def test_fersuite_report_pairs_key(curve_sweep: Path, capsys: pytest.CaptureFixt
     assert "paired: acc: arm=flat - arm=rising" in capsys.readouterr().out
     assert main([f"sweeps={curve_sweep}", "pairs=[arm]"]) == 2
     assert "pairs=" in capsys.readouterr().err
+
+
+def test_the_pareto_plot_labels_runs_as_the_learning_curves_do(
+    curve_sweep: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fersuite.reporting.sweep as sweep
+
+    seen: list[str] = []
+    monkeypatch.setattr(
+        sweep, "save_pareto_png", lambda points, *a, **k: seen.extend(p.label for p in points)
+    )
+    jobs = collect_sweep([curve_sweep])
+    one_seed = [j for j in jobs if "seed=0" in j.overrides]  # one job per group: per-job plot
+    groups = group_jobs(one_seed)
+    sweep._pareto(
+        one_seed, "test/acc", curve_sweep / "p.png", {id(j): g.name for g in groups for j in g.jobs}
+    )
+    assert sorted(seen) == sorted(g.name for g in groups) == ["arm=flat", "arm=rising"]

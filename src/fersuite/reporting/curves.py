@@ -5,10 +5,13 @@ epoch. For a group of seeds (:mod:`fersuite.reporting.seeds`) the curve of a val
 (e.g. ``val/acc``) is the mean over the seeds at each epoch, with the seeds' range as a band.
 The convergence figures tell a flattened curve from a rising one:
 
-- ``epochs``: validation epochs run (mean over seeds; fewer than ``max_epochs`` when early
-  stopping ended a run);
-- ``best_epoch``: the epoch of the best value (1-based, mean over seeds), the checkpoint
-  that is tested;
+- ``epochs``: validation epochs run, per seed (fewer than ``max_epochs`` when early stopping
+  ended a run);
+- ``best_epochs``: per seed, the epoch of the best value -- the checkpoint that is tested.
+
+Epochs are numbered as Lightning numbers them, from 0: the same number as in the checkpoint
+name (``best-epoch005.ckpt`` is epoch 5, the sixth) and in ``csv/metrics.csv``. The learning
+curves' x axis uses the same numbers.
 - ``late_gain``: best value of the last ``window`` epochs minus the best value before them
   (mean over seeds). Near zero or negative: the curve had flattened; clearly positive: it was
   still rising when training stopped.
@@ -68,8 +71,10 @@ class Convergence:
 
     group: str
     n: int
-    epochs: float
-    best_epoch: float
+    #: validation epochs run, per seed
+    epochs: tuple[int, ...]
+    #: the epoch (from 0, as in the checkpoint names) of the best value, per seed
+    best_epochs: tuple[int, ...]
     best: float
     late_gain: float
     late_gain_ci95: float
@@ -78,8 +83,8 @@ class Convergence:
         return {
             "group": self.group,
             "n": self.n,
-            "epochs": self.epochs,
-            "best_epoch": self.best_epoch,
+            "epochs": " ".join(map(str, self.epochs)),
+            "best_epochs": " ".join(map(str, self.best_epochs)),
             "best": self.best,
             "late_gain": self.late_gain,
             "late_gain_ci95": None if math.isnan(self.late_gain_ci95) else self.late_gain_ci95,
@@ -104,7 +109,7 @@ def convergence(
     best_epochs, bests, gains = [], [], []
     for c in curves:
         b = pick(c)
-        best_epochs.append(c.index(b) + 1)
+        best_epochs.append(c.index(b))
         bests.append(b)
         if len(c) > window:
             gains.append(sign * (pick(c[-window:]) - pick(c[:-window])))
@@ -112,8 +117,8 @@ def convergence(
     return Convergence(
         group=group.name,
         n=len(curves),
-        epochs=sum(len(c) for c in curves) / len(curves),
-        best_epoch=sum(best_epochs) / len(best_epochs),
+        epochs=tuple(len(c) for c in curves),
+        best_epochs=tuple(best_epochs),
         best=sum(bests) / len(bests),
         late_gain=gain.mean,
         late_gain_ci95=gain.ci95,
@@ -143,14 +148,14 @@ def save_curves_png(
         epochs, mean, lo, hi = [], [], [], []
         for e in range(length):
             vals = [c[e] for c in cs if len(c) > e]
-            epochs.append(e + 1)
+            epochs.append(e)
             mean.append(sum(vals) / len(vals))
             lo.append(min(vals))
             hi.append(max(vals))
         (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{g.name} (n={len(cs)})")
         if len(cs) > 1:
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epoch (from 0, as in the checkpoint names)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(f"{key} (mean over seeds; band: min-max)")
     ax.set_title(f"Learning curves: {key}")

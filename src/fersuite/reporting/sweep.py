@@ -406,7 +406,12 @@ def _pareto_groups(groups: Sequence[Group], metric: str, path: Path) -> tuple[Pa
     return path, ""
 
 
-def _pareto(jobs: Sequence[JobResult], metric: str, path: Path) -> tuple[Path | None, str]:
+def _pareto(
+    jobs: Sequence[JobResult], metric: str, path: Path, names: Mapping[int, str] | None = None
+) -> tuple[Path | None, str]:
+    """One point per finished job, labelled by ``names`` (``id(job)`` -> its group's name, the
+    label the learning curves use) or else by its model."""
+    names = names or {}
     usable: list[tuple[JobResult, float, float]] = []
     for j in jobs:
         macs = j.value("macs")
@@ -417,10 +422,10 @@ def _pareto(jobs: Sequence[JobResult], metric: str, path: Path) -> tuple[Path | 
             usable.append((j, macs, quality))
     if not usable:
         return None, f"No Pareto plot: no finished job has both `{metric}` and a MAC count."
-    labels = [j.model for j, _, _ in usable]
+    labels = [names.get(id(j), j.model) for j, _, _ in usable]
     points = [
-        ParetoPoint(macs, quality, f"{j.model} ({j.job})" if labels.count(j.model) > 1 else j.model)
-        for j, macs, quality in usable
+        ParetoPoint(macs, quality, f"{label} ({j.job})" if labels.count(label) > 1 else label)
+        for (j, macs, quality), label in zip(usable, labels, strict=True)
     ]
     save_pareto_png(
         points,
@@ -500,13 +505,18 @@ def _paired(
     return out, missing
 
 
+def _per_seed(values: Sequence[int]) -> str:
+    """``20`` when every seed agrees, else each seed's value: ``17, 18, 19``."""
+    return str(values[0]) if len(set(values)) == 1 else ", ".join(map(str, values))
+
+
 def _convergence_markdown(rows: Sequence[Convergence], key: str, window: int) -> str:
     table = [
         {
             "group": c.group,
             "n": c.n,
-            "epochs": f"{c.epochs:.1f}",
-            "best_epoch": f"{c.best_epoch:.1f}",
+            "epochs": _per_seed(c.epochs),
+            "best_epoch": _per_seed(c.best_epochs),
             "best": f"{c.best:.4f}",
             "late_gain": (
                 f"{c.late_gain:+.4f}"
@@ -521,12 +531,14 @@ def _convergence_markdown(rows: Sequence[Convergence], key: str, window: int) ->
         "group": "config",
         "n": "seeds",
         "epochs": "epochs run",
-        "best_epoch": "best epoch",
+        "best_epoch": "best epoch (from 0)",
         "best": f"best {key}",
         "late_gain": f"gain in the last {window} epochs",
     }
     return (
         f"\n## Convergence ({key})\n\n"
+        "Epochs run and best epochs per seed; epochs are numbered from 0, as in the "
+        "checkpoint names (`best-epoch005.ckpt` is epoch 5). "
         f"Means over seeds. *gain in the last {window} epochs*: best {key} of the last "
         f"{window} epochs minus the best before them (± 95% half-width over seeds); near zero "
         "or negative means the curve had flattened. Curves: `learning_curves.png`.\n\n"
@@ -652,7 +664,8 @@ def write_sweep_report(
     if seeded:
         pareto, note = _pareto_groups(seeded, metric, out / "pareto.png")
     else:
-        pareto, note = _pareto(jobs, metric, out / "pareto.png")
+        names = {id(j): g.name for g in groups for j in g.jobs}  # as the learning curves say
+        pareto, note = _pareto(jobs, metric, out / "pareto.png", names)
     if pareto is not None:
         paths["pareto"] = pareto
 
