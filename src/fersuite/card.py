@@ -69,7 +69,9 @@ CARD_VERSION = 1
 #: (AffectNet); without a box the centre square. ``detector``: the face a detector finds
 #: (``detector``, ``score_threshold``), widened by ``margin``; the centre square if none.
 CROP_KINDS = ("center", "whole", "box", "detector")
-DETECTORS = ("yunet", "haar")
+#: ``mtcnn``: fersuite's default detector (weights in its pinned package); ``yunet``/``haar``
+#: need a model file (see :mod:`fersuite.data.faces`).
+DETECTORS = ("mtcnn", "yunet", "haar")
 
 
 class ModelCardFormatError(UntrustedFileError):
@@ -287,6 +289,11 @@ class FaceCrop:
     #: side of the square uint8 face the crop is resized to before the input transform
     #: (the data cache size); None: the model's input size.
     crop_size: int | None = None
+    #: where a detector is used (``kind='detector'``, or fersuite-predict finding the face
+    #: for a model trained on cut faces): an image whose longer side is at most this many
+    #: pixels is an already-cut face, taken whole (centre square) and never searched. None:
+    #: twice the crop size (:meth:`precropped_limit`); 0: every image is searched.
+    precropped_max_side: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or self.kind not in CROP_KINDS:
@@ -313,6 +320,23 @@ class FaceCrop:
         if self.crop_size is not None:
             size = _number(self.crop_size, "face_crop.crop_size", 1, BOUNDS.max_side, True)
             object.__setattr__(self, "crop_size", size)
+        if self.precropped_max_side is not None:
+            limit = _number(
+                self.precropped_max_side,
+                "face_crop.precropped_max_side",
+                0,
+                2 * BOUNDS.max_side,
+                True,
+            )
+            object.__setattr__(self, "precropped_max_side", limit)
+
+    def precropped_limit(self, crop_size: int) -> int:
+        """The longest side (px) of an image taken as an already-cut face when a detector
+        is used: ``precropped_max_side``, else twice ``crop_size`` (the model's crop size,
+        :attr:`ModelCard.crop_size`; FER2013's 48 px faces: up to 96 px)."""
+        if self.precropped_max_side is not None:
+            return self.precropped_max_side
+        return 2 * int(crop_size)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -322,6 +346,7 @@ class FaceCrop:
             "score_threshold": self.score_threshold,
             "exif": self.exif,
             "crop_size": self.crop_size,
+            "precropped_max_side": self.precropped_max_side,
         }
 
     @classmethod
@@ -338,6 +363,7 @@ class FaceCrop:
             score_threshold=d.get("score_threshold"),
             exif=d.get("exif", True),
             crop_size=d.get("crop_size"),
+            precropped_max_side=d.get("precropped_max_side"),
         )
 
     def describe(self) -> str:
@@ -345,9 +371,17 @@ class FaceCrop:
             "center": "centre square",
             "whole": "whole image (centre square if not square)",
             "box": f"face box + margin {self.margin:g} (centre square without a box)",
-            "detector": f"{self.detector} face + margin {self.margin:g} "
-            f"(score >= {self.score_threshold}; centre square if none)",
+            "detector": f"{self.detector} face + margin {self.margin:g}, eyes levelled when "
+            f"it gives landmarks (score >= {self.score_threshold}; centre square if none)",
         }[self.kind]
+        if self.kind == "detector":
+            limit = self.precropped_max_side
+            up_to = "twice the crop size" if limit is None else f"{limit} px"
+            where += (
+                "; every image searched"
+                if limit == 0
+                else f"; an image up to {up_to} a side is a cut face, taken whole"
+            )
         return f"{where}, EXIF {'applied' if self.exif else 'ignored'}"
 
 

@@ -29,9 +29,13 @@ from fersuite.utils.progress import track
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "ON_ERROR",
+    "InputError",
     "PredictError",
     "Predictor",
     "choose_face_crop",
+    "error_row",
+    "find_broken",
     "find_images",
     "load_predictor",
     "predict_files",
@@ -42,9 +46,26 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
+#: What fersuite-predict does at an input it cannot read (``on_error``).
+ON_ERROR = ("continue", "stop")
+
 
 class PredictError(UserError, ValueError):
     """Bad input to fersuite-predict (one line naming the file or key)."""
+
+
+class InputError(PredictError):
+    """An input (image, video, camera, named path) that cannot be read: ``<file>: <why>``."""
+
+    def __init__(self, file: str, why: str) -> None:
+        super().__init__(f"{file}: {why}")
+        self.file = file
+        self.why = why
+
+
+def error_row(file: str | Path, why: str) -> dict[str, Any]:
+    """The row of an input that cannot be read: its name and why, no prediction."""
+    return {"file": str(file), "error": why}
 
 
 @dataclass
@@ -143,6 +164,27 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def find_broken(
+    inputs: Sequence[str | Path], suffixes: Sequence[str] = IMAGE_SUFFIXES
+) -> list[tuple[Path, str]]:
+    """(entry, why) for what the folders among ``inputs`` hold under an input's name (one of
+    ``suffixes``) but cannot be read as a file: a broken symbolic link, a FIFO, a socket or a
+    device. The folder search of :func:`find_images` skips them; nothing is opened here."""
+    broken: list[tuple[Path, str]] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.is_dir():
+            continue
+        for f in sorted(p.rglob("*")):
+            if f.suffix.lower() not in suffixes or f.is_file() or f.is_dir():
+                continue
+            if f.is_symlink():
+                broken.append((f, "broken symbolic link (its target does not exist)"))
+            else:
+                broken.append((f, "not a regular file"))
+    return broken
+
+
 def _batches(files: Sequence[Path], size: int) -> Iterator[list[Path]]:
     for i in range(0, len(files), size):
         yield list(files[i : i + size])
@@ -154,33 +196,58 @@ def predict_files(
     batch_size: int = 32,
     face_crop: FaceCrop | None = None,
     detector: Any = None,
+    on_error: str = "stop",
 ) -> list[dict[str, Any]]:
     """One row per file: expression, confidence, ``prob_<class>``, valence/arousal (when the
-    model was trained with them) and, with a ``detector``, ``face_found``.
+    model was trained with them) and, with a ``detector``, ``face_found`` plus the face
+    columns (``face``: found | no_face | precropped, ``face_box`` "x y w h", ``face_score``).
+    An image where the detector found no face is not guessed at: its row holds the file and
+    the face columns only (``face=no_face``), no expression.
 
-    ``face_crop`` overrides the card's (e.g. a detector chosen on the command line)."""
+    ``face_crop`` overrides the card's (e.g. a detector chosen on the command line). A file
+    that cannot be decoded raises :class:`InputError` (``on_error="stop"``) or, with
+    ``on_error="continue"``, gets an :func:`error_row` in its place and the others go on."""
     from fersuite.data.images import ImageReadError
 
+    if on_error not in ON_ERROR:
+        raise PredictError(f"on_error={on_error!r}; expected one of {'|'.join(ON_ERROR)}")
     card = predictor.card
     tf = input_transform(card)
     rows: list[dict[str, Any]] = []
     chunks = list(_batches(files, batch_size))
     for chunk in track(chunks, f"predicting {len(files)} images"):
         tensors = []
-        found: list[bool] = []
+        found: dict[Path, bool] = {}
+        faces: dict[Path, dict[str, Any]] = {}
+        failed: dict[Path, str] = {}
         for f in chunk:
             try:
                 x, ok = load_input(card, f, detector, face_crop=face_crop, transform=tf)
             except ImageReadError as exc:
-                raise PredictError(f"cannot read image {f}: {exc}") from exc
+                if on_error == "stop":
+                    raise InputError(str(f), str(exc)) from exc
+                failed[f] = str(exc)
+                continue
+            found[f] = ok
+            if hasattr(detector, "columns"):
+                faces[f] = dict(detector.columns())
+            if faces.get(f, {}).get("face") == "no_face":
+                continue  # nothing to predict on: no centre-crop guess
             tensors.append(x)
-            found.append(ok)
-        with torch.inference_mode():
-            out = predictor.run(torch.stack(tensors).float())
-        probs = torch.as_tensor(out.expression).float().softmax(dim=1)
-        valence = torch.as_tensor(out.valence).float()
-        arousal = torch.as_tensor(out.arousal).float()
-        for i, f in enumerate(chunk):
+        if tensors:
+            with torch.inference_mode():
+                out = predictor.run(torch.stack(tensors).float())
+            probs = torch.as_tensor(out.expression).float().softmax(dim=1)
+            valence = torch.as_tensor(out.valence).float()
+            arousal = torch.as_tensor(out.arousal).float()
+        i = 0
+        for f in chunk:
+            if f in failed:
+                rows.append(error_row(f, failed[f]))
+                continue
+            if faces.get(f, {}).get("face") == "no_face":
+                rows.append({"file": str(f), "face_found": False, **faces[f]})
+                continue
             k = int(probs[i].argmax())
             row: dict[str, Any] = {
                 "file": str(f),
@@ -193,8 +260,10 @@ def predict_files(
                 row["valence"] = float(valence[i])
                 row["arousal"] = float(arousal[i])
             if detector is not None:
-                row["face_found"] = found[i]
+                row["face_found"] = found[f]
+                row.update(faces.get(f, {}))
             rows.append(row)
+            i += 1
     return rows
 
 
@@ -207,74 +276,112 @@ def choose_face_crop(
 ) -> tuple[FaceCrop | None, Any]:
     """(face crop overriding the card's, or None; detector) for fersuite-predict's face_* keys.
 
-    ``face_detector=None`` follows the card: its detector (needing ``model``) or its crop.
-    ``none`` takes the centre square; ``yunet``/``haar`` a detector with ``margin`` and
-    ``score_threshold`` (default: the card's for the same detector, else 0.2 and 0.6)."""
+    ``face_detector=None`` follows the card: a model trained on detector crops gets that
+    detector (yunet/haar need ``model``); any other (faces cut whole, centre squares, listed
+    boxes) gets the default detector (mtcnn), with the card's rule for already-cut faces: an
+    image no larger than :meth:`FaceCrop.precropped_limit` (twice the crop size) is taken
+    whole as in training, a larger one is searched. ``none`` takes the centre square; a
+    detector named here searches every image (the card's rule if it is the card's detector).
+    ``margin`` and ``score_threshold`` default to the card's (for the same detector; ``box``:
+    its margin), else 0.2 and the detector's default. The detector is a
+    :class:`fersuite.data.faces.FaceFinder`: ``.columns()`` is the last image's face."""
     crop = card.face_crop
-    name = face_detector or (crop.detector if crop.kind == "detector" else "none")
-    if name == "none":
-        return (FaceCrop(kind="center", exif=crop.exif) if face_detector else None), None
+    if face_detector == "none":
+        return FaceCrop(kind="center", exif=crop.exif), None
     try:
         from fersuite.data import faces
     except ImportError as exc:
+        name = face_detector or "the default"
         raise PredictError(
             f"face_detector={name} needs fersuite.data.faces, which this installation lacks"
         ) from exc
+    auto = not face_detector
+    name = face_detector or (crop.detector if crop.kind == "detector" else faces.DEFAULT_DETECTOR)
     same = crop.kind == "detector" and crop.detector == name
     if margin is None:
-        margin = crop.margin if same else 0.2
+        margin = crop.margin if same or (auto and crop.kind == "box") else 0.2
     if score_threshold is None:
-        score_threshold = (crop.score_threshold if same else None) or 0.6
+        score_threshold = (crop.score_threshold if same else None) or faces.DEFAULT_SCORE.get(
+            str(name), 0.6
+        )
     if not 0.0 <= float(margin) <= 2.0:
         raise PredictError(f"face_margin={margin}; expected a fraction in [0, 2]")
     try:
-        detector = faces.make_detector(name, model, float(score_threshold))
+        detector = faces.make_detector(str(name), model, float(score_threshold))
     except ValueError as exc:  # ConfigError: names the data.* key it checks
         text = str(exc).replace("data.face_", "face_")
-        if not face_detector:
+        if auto and crop.kind == "detector":
             text = f"the model card says faces were cut with {name}: {text} (or face_detector=none)"
+        elif auto:
+            text = f"{text} (or face_detector=none: the centre square)"
         raise PredictError(text) from exc
-    chosen = FaceCrop("detector", float(margin), name, float(score_threshold), crop.exif)
-    return replace(chosen, crop_size=crop.crop_size), detector
+    limit = crop.precropped_limit(card.crop_size) if auto or same else 0
+    chosen = replace(  # the card's EXIF and crop size
+        crop,
+        kind="detector",
+        margin=float(margin),
+        detector=name,
+        score_threshold=float(score_threshold),
+        precropped_max_side=limit,
+    )
+    return chosen, faces.FaceFinder(detector, limit)  # type: ignore[arg-type]
 
 
 def write_predictions(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """``.csv`` or ``.json`` (a list of rows), written atomically."""
+    """``.csv`` or ``.json`` (a list of rows), written atomically. Columns: every column any
+    row has, in order of appearance, then ``error`` (empty, JSON null, for a predicted row;
+    an unreadable input's row has only ``file`` and ``error``)."""
     from fersuite.reporting.tables import write_csv
     from fersuite.utils.io import atomic_write_json
 
     out = Path(path)
+    columns = [c for c in dict.fromkeys(c for r in rows for c in r) if c != "error"]
+    columns = [*(columns or ["file"]), "error"]
     if out.suffix.lower() == ".json":
-        atomic_write_json(out, list(rows))
+        atomic_write_json(out, [{**row, "error": row.get("error")} for row in rows])
     elif out.suffix.lower() == ".csv":
-        write_csv(out, rows, list(rows[0]) if rows else ["file"])
+        write_csv(out, rows, columns)
     else:
         raise PredictError(f"output={out}: expected a .csv or .json file name (or null)")
     return out
 
 
 def print_predictions(rows: Sequence[dict[str, Any]], limit: int = 50) -> None:
+    """The first ``limit`` rows as a table; an unreadable input shows its error."""
+    from rich.markup import escape
     from rich.table import Table
 
     from fersuite.utils.console import make_console
 
-    table = Table(title=f"fersuite predictions ({len(rows)} images)")
+    good = [r for r in rows if not r.get("error") and "expression" in r]
+    bad = sum(1 for r in rows if r.get("error"))
+    title = f"fersuite predictions ({len(rows)} images" + (f", {bad} unreadable)" if bad else ")")
+    table = Table(title=title)
     for col in ("file", "expression"):
         table.add_column(col)
     table.add_column("confidence", justify="right")
-    has_va = bool(rows) and "valence" in rows[0]
+    has_va = bool(good) and "valence" in good[0]
     if has_va:
         table.add_column("valence", justify="right")
         table.add_column("arousal", justify="right")
-    has_face = bool(rows) and "face_found" in rows[0]
+    has_face = any("face_found" in r for r in rows)
     if has_face:
         table.add_column("face")
+    width = 3 + 2 * has_va + has_face
     for row in rows[:limit]:
-        cells = [Path(row["file"]).name, row["expression"], f"{row['confidence']:.3f}"]
+        name = escape(Path(row["file"]).name)
+        if row.get("error"):
+            why = escape(str(row["error"]))
+            table.add_row(name, f"[red]unreadable: {why}[/red]", *[""] * (width - 2))
+            continue
+        if "expression" not in row:  # the detector found no face: nothing was predicted
+            table.add_row(name, "[yellow]no face found[/yellow]", *[""] * (width - 2))
+            continue
+        cells = [name, row["expression"], f"{row['confidence']:.3f}"]
         if has_va:
             cells += [f"{row['valence']:+.3f}", f"{row['arousal']:+.3f}"]
         if has_face:
-            cells.append("found" if row["face_found"] else "none: centre crop")
+            cells.append(str(row.get("face") or ("found" if row["face_found"] else "centre crop")))
         table.add_row(*cells)
     console = make_console()
     console.print(table)

