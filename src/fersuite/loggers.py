@@ -111,3 +111,84 @@ def finish_wandb() -> None:
             log.info("%s", where)
     except Exception as exc:  # noqa: BLE001
         log.warning("wandb.finish() failed: %s", exc)
+
+
+def _resumed_csv_logger() -> type:
+    """:class:`ResumedCSVLogger`, made on first use (Lightning is imported only then)."""
+    import csv
+
+    from lightning.fabric.loggers.logger import rank_zero_experiment
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    from fersuite.errors import UntrustedFileError
+    from fersuite.utils.io import atomic_write
+
+    class _KeptHistoryWriter(ExperimentWriter):
+        def __init__(self, log_dir: str, keep_before: int) -> None:
+            self.keep_before = keep_before
+            super().__init__(log_dir=log_dir)
+
+        def _check_log_dir_exists(self) -> None:
+            # Lightning deletes metrics.csv here; keep its rows logged before the resumed step
+            # (those after it are logged again by the resumed run: each one once).
+            path = Path(self.metrics_file_path)
+            if not path.is_file():
+                return
+            try:
+                with path.open(newline="", encoding="utf-8") as fh:
+                    reader = csv.DictReader(fh)
+                    fields = list(reader.fieldnames or [])
+                    rows = [r for r in reader if _step(r.get("step")) < self.keep_before]
+            except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                raise UntrustedFileError(
+                    f"{path}: not a CSV metrics history ({exc}); move it away to resume"
+                ) from exc
+            if "step" not in fields or any(None in r for r in rows):
+                raise UntrustedFileError(
+                    f"{path}: expected a CSV metrics history with a 'step' column, one value "
+                    "per column; move it away to resume"
+                )
+            fields = sorted(fields)
+
+            def write(fh: Any) -> None:
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+
+            atomic_write(path, write)
+            self.metrics_keys = fields
+
+    class ResumedCSVLogger(CSVLogger):
+        """Lightning's CSV logger that continues a resumed run's ``metrics.csv``: the rows
+        logged before step ``keep_before`` (the checkpoint's global step) are kept."""
+
+        def __init__(self, *args: Any, keep_before: int = 0, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._keep_before = int(keep_before)
+
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> Any:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = _KeptHistoryWriter(self.log_dir, self._keep_before)
+            return self._experiment
+
+    return ResumedCSVLogger
+
+
+def _step(value: Any) -> float:
+    """A CSV row's step (rows without a readable one sort last: dropped on resume)."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return float("inf")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ResumedCSVLogger":
+        cls = _resumed_csv_logger()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)

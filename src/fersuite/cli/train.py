@@ -3,6 +3,10 @@
 The recipe: :func:`fersuite.training.train` validates the config, builds data, module
 (``task.module``) and callbacks from it, fits, tests the best checkpoint and writes
 ``metrics.json``. ``train=false ckpt_path=<file>`` is an alias of ``fersuite-eval``.
+
+Exit status: 0 done; 2 bad input (also: the run dir is in use by another run, a resume that
+changes the config, a finished run resumed without a longer schedule); 1 failed run; 130
+stopped with Ctrl-C (the line before names the command that resumes it).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from omegaconf import DictConfig
 from fersuite.apps import run_app, task_wrapper
 from fersuite.config import CONFIG_DIR
 from fersuite.training import train
+from fersuite.training.lock import release_all
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -26,7 +31,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """``fersuite-train``: bad input → one line, exit 2; failed run → exit 1 (fersuite.apps)."""
-    run_app("train", hydra_main)
+    try:
+        run_app("train", hydra_main)
+    finally:
+        release_all()  # the run dir's lock, however the run ended
 
 
 if __name__ == "__main__":

@@ -64,7 +64,21 @@ def build_plugins(cfg: DictConfig) -> list[Any]:
     return user
 
 
-def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list[Any]:
+#: Lightning's CSV logger, as a config names it.
+_LIGHTNING_CSV = (
+    "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.csv_logs.CSVLogger",
+)
+
+
+def build_loggers(
+    cfg: DictConfig, wandb_id: str | None = None, csv_keep_before: int | None = None
+) -> list[Any]:
+    """The loggers of ``cfg.logger``; one that cannot start is left out (with a warning).
+
+    Resuming: ``wandb_id`` continues that W&B run; Lightning's CSV logger becomes
+    :class:`fersuite.loggers.ResumedCSVLogger`, which keeps the history's rows logged before
+    step ``csv_keep_before`` (the checkpoint's)."""
     loggers: list[Any] = []
     for name, lg_cfg in (cfg.get("logger") or {}).items():
         if lg_cfg is None:
@@ -73,6 +87,8 @@ def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list[Any]:
         extra: dict[str, Any] = (
             {"id": wandb_id, "resume": "allow"} if wandb_id and "wandb" in name else {}
         )
+        if csv_keep_before is not None and lg_cfg.get("_target_") in _LIGHTNING_CSV:
+            extra.update(_target_="fersuite.loggers.ResumedCSVLogger", keep_before=csv_keep_before)
         if "wandb" in name and cfg.get("tags"):  # a preset's tags join model/data/loss
             tags = [*(lg_cfg.get("tags") or []), *cfg.tags]
             extra["tags"] = list(dict.fromkeys(str(t) for t in tags))

@@ -2,6 +2,9 @@
 the trainer with its callbacks and loggers (:func:`make_trainer`), fit and test
 (:func:`train`), and ``metrics.json`` plus the summary table at the end (:func:`finish_run`).
 
+:func:`train` holds the run dir's lock (:mod:`fersuite.training.lock`) while it writes there.
+Ctrl-C during fit prints the command that resumes the run and exits with status 130.
+
 ``fersuite-eval`` (:func:`fersuite.evaluation.evaluate`) uses the same pieces without fit.
 """
 
@@ -9,6 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +26,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fersuite.callbacks.checkpointing import best_checkpoint
 from fersuite.config import validate_config
 from fersuite.reporting.wandb_utils import update_wandb_summary
-from fersuite.resume import prepare_resume, read_wandb_id, remember_wandb_id
+from fersuite.resume import (
+    IGNORED_PREFIXES,
+    LAST,
+    ApplyOptimizerConfig,
+    Resumed,
+    current_overrides,
+    prepare_resume,
+    read_wandb_id,
+    remember_wandb_id,
+)
+from fersuite.training import lock
 from fersuite.training.builders import (
     build_callbacks,
     build_loggers,
@@ -41,29 +58,58 @@ def prepare_run(cfg: DictConfig, resume: bool = True) -> tuple[Path, str | None]
     ``ckpt_path``; may switch ``paths.output_dir``) and the seed.
 
     Returns the run dir and the checkpoint to resume from (None: a fresh run)."""
+    out_dir, resumed = _prepare(cfg, resume=resume, take_lock=False)
+    return out_dir, resumed.ckpt_path if resumed else None
+
+
+def _prepare(cfg: DictConfig, resume: bool, take_lock: bool) -> tuple[Path, Resumed | None]:
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.paths.get("output_dir") or os.getcwd()
     validate_config(cfg)
-    ckpt_path = prepare_resume(cfg) if resume else None
+    resumed = prepare_resume(cfg) if resume else None
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
-        # what a killed run was writing when it died (other ranks may be writing already)
-        for stale in remove_stale_tmp(out_dir):
-            log.info("removed %s, left by an interrupted write", stale)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-    return out_dir, ckpt_path
+    if take_lock:
+        lock.acquire(out_dir)  # before the first write into the run dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+            # what a killed run was writing when it died (other ranks may be writing already)
+            for stale in remove_stale_tmp(out_dir):
+                log.info("removed %s, left by an interrupted write", stale)
+            if resumed is not None and resumed.lengthened_finished:
+                # trained on: metrics.json is written anew at the end (val/* and test/*)
+                (out_dir / "metrics.json").unlink(missing_ok=True)
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
+    except BaseException:
+        if take_lock:
+            lock.release(out_dir)
+        raise
+    return out_dir, resumed
 
 
 def make_trainer(
-    cfg: DictConfig, out_dir: Path, resuming: bool = False, extra: dict[str, Any] | None = None
+    cfg: DictConfig,
+    out_dir: Path,
+    resuming: bool = False,
+    extra: dict[str, Any] | None = None,
+    resumed: Resumed | None = None,
 ) -> tuple[L.Trainer, list[L.Callback]]:
     """The Lightning trainer of ``cfg.trainer`` with the config's callbacks, loggers and
-    plugins; writes ``run_info.json`` (config, environment and ``extra``)."""
-    loggers = build_loggers(cfg, wandb_id=read_wandb_id(out_dir) if resuming else None)
+    plugins; writes ``run_info.json`` (config, environment and ``extra``).
+
+    ``resumed``: the CSV history keeps the rows before the checkpoint's step, and an allowed
+    ``optimizer.*`` change is applied to the restored optimizer."""
+    resuming = resuming or resumed is not None
+    loggers = build_loggers(
+        cfg,
+        wandb_id=read_wandb_id(out_dir) if resuming else None,
+        csv_keep_before=resumed.global_step if resumed is not None else None,
+    )
     remember_wandb_id(loggers, out_dir)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
+    if resumed is not None and any(k.startswith("optimizer") for k in resumed.changes):
+        callbacks = [*callbacks, ApplyOptimizerConfig()]
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=build_plugins(cfg)
     )
@@ -109,17 +155,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if wants_checkpoint_eval(cfg):
         return evaluate(cfg)
-    out_dir, ckpt_path = prepare_run(cfg)
+    out_dir, resumed = _prepare(cfg, resume=True, take_lock=True)
+    try:
+        return _train(cfg, out_dir, resumed)
+    finally:
+        lock.release(out_dir)
+
+
+def _train(cfg: DictConfig, out_dir: Path, resumed: Resumed | None) -> dict[str, float]:
+    ckpt_path = resumed.ckpt_path if resumed is not None else None
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
     module.checkpoint_meta = checkpoint_metadata(
         cfg, datamodule, has_va=getattr(module, "has_va", None)
     )
-    trainer, callbacks = make_trainer(cfg, out_dir, resuming=bool(ckpt_path))
+    trainer, callbacks = make_trainer(cfg, out_dir, resumed=resumed)
 
     fitting = bool(cfg.get("train", True))
     if fitting:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Lightning answers Ctrl-C during fit with sys.exit(1) (and ignores SIGINT after)
+            if isinstance(exc, KeyboardInterrupt) or (trainer.interrupted and exc.code == 1):
+                _interrupted(out_dir)
+            raise
     values: dict[str, Any] = dict(trainer.callback_metrics)
     # Only a checkpoint file inside the callback's own folder (a resumed state is a file).
     best = best_checkpoint(trainer.checkpoint_callback)
@@ -129,3 +189,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         values.update(trainer.callback_metrics)
     return finish_run(trainer, callbacks, values, out_dir, {"checkpoint": best or "(none)"})
+
+
+#: The exit status of a run stopped with Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED_STATUS = 130
+
+
+def resume_command(out_dir: Path) -> str:
+    """The command line that resumes the run in ``out_dir``: this run's overrides (without
+    resume, ckpt_path and hydra.*) and ``resume=<run dir>``."""
+    overrides = current_overrides()
+    kept = [o for o in overrides or [] if not o.lstrip("+~").startswith(IGNORED_PREFIXES)]
+    args = [*kept, f"resume={out_dir.resolve()}"]
+    return "fersuite-train " + " ".join(shlex.quote(a) for a in args)
+
+
+def _interrupted(out_dir: Path) -> None:
+    """Ctrl-C: say how to resume (one line on stderr) and end with status 130."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning set SIG_IGN
+    if (out_dir / LAST).is_file():
+        line = f"interrupted; resume with: {resume_command(out_dir)}"
+    else:
+        line = f"interrupted before the first checkpoint; nothing to resume in {out_dir}"
+    print(f"fersuite-train: {line}", file=sys.stderr, flush=True)
+    raise SystemExit(INTERRUPTED_STATUS)
