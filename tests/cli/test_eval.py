@@ -125,6 +125,10 @@ def test_the_eval_app_writes_metrics_and_answers_bad_input(trained, tmp_path: Pa
     assert res.returncode == 0, res.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test/acc"] == pytest.approx(train_metrics["test/acc"], abs=1e-6)
+    # every log line once (Lightning's own console handler used to print each a second time)
+    both = res.stdout + res.stderr
+    assert both.count("Seed set to") == 1 and both.count("GPU available") == 1, both[-3000:]
+    assert (out / "eval.log").read_text().count("GPU available") == 1
     bad = _app(f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={out}", cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
