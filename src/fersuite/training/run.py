@@ -165,6 +165,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def _train(cfg: DictConfig, out_dir: Path, resumed: Resumed | None) -> dict[str, float]:
     ckpt_path = resumed.ckpt_path if resumed is not None else None
     datamodule = instantiate(cfg.data)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        # The data is read (and its errors reported) before any logger, W&B included, starts:
+        # a run that never started leaves no logger run behind. Lightning's own calls reuse it.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     module.checkpoint_meta = checkpoint_metadata(
         cfg, datamodule, has_va=getattr(module, "has_va", None)
