@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fersuite.data.base import ArraySplit
-from fersuite.utils.io import json_default
+from fersuite.utils.io import json_default, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +167,6 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ArrayCache:
@@ -329,7 +319,7 @@ class ArrayCache:
                 pid = int(p.name.split("-")[2])
             except (IndexError, ValueError):
                 continue
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 log.info("removing an unfinished dataset cache %s", p)
                 shutil.rmtree(p, ignore_errors=True)
 

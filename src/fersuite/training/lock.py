@@ -27,6 +27,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from fersuite.errors import UserError
+from fersuite.utils.io import pid_alive
 
 __all__ = ["LOCK_NAME", "RunLockCallback", "RunLockedError", "acquire", "release", "release_all"]
 
@@ -55,16 +56,6 @@ def _holder(fd: int) -> dict[str, Any]:
         "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None,
         "host": host[:255] if isinstance(host, str) else None,
     }
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _refuse(run_dir: Path, path: Path, holder: dict[str, Any]) -> RunLockedError:
@@ -116,7 +107,7 @@ def acquire(run_dir: str | os.PathLike[str]) -> Path:
                 raise
             holder = _holder(fd)  # no flock here: a live pid on this host holds it
             pid = holder.get("pid")
-            if holder.get("host") == host and pid and pid != os.getpid() and _alive(pid):
+            if holder.get("host") == host and pid and pid != os.getpid() and pid_alive(pid):
                 os.close(fd)
                 raise _refuse(run_dir, path, holder) from None
         # The file may have been removed (released) between open and flock: then retry.

@@ -42,6 +42,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this host (owned by anyone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_atomic_tmp(path: Path) -> bool:
     """True for the name :func:`atomic_path` gives its temporary files (``.<name>.<rand>.tmp``)."""
     return path.name.startswith(".") and path.name.endswith(".tmp") and path.name.count(".") >= 3
