@@ -41,6 +41,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fersuite.deploy.base import FILES
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
@@ -86,7 +88,6 @@ LABELS = {
     "executorch": "ExecuTorch fp32",
     "executorch-int8": "ExecuTorch int8",
 }
-FILES = {"onnx": "model.onnx", "executorch": "model.pte"}
 
 # The targets.
 ACC_POINTS = 0.01  # int8 within 1 accuracy point of fp32

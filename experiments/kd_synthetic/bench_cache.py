@@ -37,7 +37,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from fersuite.checkpoint import CheckpointMeta
+from fersuite.card import training_card
 from fersuite.config import CONFIG_DIR
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.registry import create_model
@@ -78,9 +78,9 @@ def write_random_teacher(path: Path) -> None:
         "pretrained": False,
     }
     net = create_model("timm", name="resnet18", num_classes=8, in_chans=1, input_size=48)
-    meta = CheckpointMeta(model_cfg, CANONICAL_CLASSES, True, 48, 1, (0.5,), (0.5,))
+    card = training_card(model_cfg, CANONICAL_CLASSES, True, 48, 1, (0.5,), (0.5,))
     sd = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": sd, "fersuite": meta.to_dict()}, path)
+    torch.save({"state_dict": sd, "fersuite": card}, path)
 
 
 def compose_cfg(mode: str, teacher_ckpt: Path, cache_dir: Path, extra: list[str]) -> DictConfig:
@@ -103,7 +103,7 @@ def compose_cfg(mode: str, teacher_ckpt: Path, cache_dir: Path, extra: list[str]
 
 
 def run_once(mode: str, teacher_ckpt: Path, cache_dir: Path, epochs: int, extra: list[str]) -> Any:
-    from fersuite.train import build_module
+    from fersuite.training import build_module
 
     cfg = compose_cfg(mode, teacher_ckpt, cache_dir, extra)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)

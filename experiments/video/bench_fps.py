@@ -15,7 +15,7 @@ import torch
 from tests.export.helpers import ZOO, make_checkpoint
 from tests.video.helpers import switch_frames, write_video
 
-from fersuite.export import ExportSettings, export_checkpoint
+from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.inference import load_predictor
 from fersuite.video import VideoSettings, predict_video
 

@@ -19,14 +19,14 @@ import copy
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fersuite.card import BOUNDS, FaceCrop, ModelCard, ModelCardFormatError
+from fersuite.card import BOUNDS, ModelCard, ModelCardFormatError
 from fersuite.models.weights import PretrainedWeightsError, describe_mismatch
 
 META_KEY = "fersuite"
@@ -174,33 +174,6 @@ def trained_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
     return copy.deepcopy(card)
 
 
-def CheckpointMeta(  # noqa: N802 - the pre-card class name, kept for its callers
-    *,
-    model_cfg: dict[str, Any],
-    class_names: Sequence[str],
-    has_va: bool,
-    input_size: int,
-    in_chans: int,
-    mean: Sequence[float] = (0.5,),
-    std: Sequence[float] = (0.5,),
-    face_crop: FaceCrop | None = None,
-) -> ModelCard:
-    """A :class:`~fersuite.card.ModelCard` from the old ``CheckpointMeta`` fields."""
-    return ModelCard.from_dict(
-        {
-            "model_cfg": model_cfg,
-            "class_names": list(class_names),
-            "has_va": has_va,
-            "input_size": input_size,
-            "in_chans": in_chans,
-            "mean": list(mean),
-            "std": list(std),
-            "face_crop": (face_crop or FaceCrop()).to_dict(),
-        },
-        "<CheckpointMeta>",
-    )
-
-
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint dict safely (``weights_only=True``); clear errors otherwise."""
     p = Path(path)
@@ -220,7 +193,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
-def checkpoint_meta(ckpt: dict[str, Any], source: str = "<checkpoint>") -> ModelCard:
+def checkpoint_card(ckpt: dict[str, Any], source: str = "<checkpoint>") -> ModelCard:
     """The checkpoint's :class:`~fersuite.card.ModelCard` (also from pre-card checkpoints)."""
     meta = ckpt.get(META_KEY)
     if not isinstance(meta, dict) or "model_cfg" not in meta:
@@ -232,10 +205,6 @@ def checkpoint_meta(ckpt: dict[str, Any], source: str = "<checkpoint>") -> Model
         return ModelCard.from_dict(meta, source)
     except ModelCardFormatError as exc:
         raise PretrainedWeightsError(str(exc)) from exc
-
-
-#: The card of a checkpoint (the new name of :func:`checkpoint_meta`).
-checkpoint_card = checkpoint_meta
 
 
 def net_state_dict(ckpt: dict[str, Any], prefix: str = "net.") -> dict[str, torch.Tensor]:
@@ -251,7 +220,7 @@ def load_model_from_checkpoint(
     """Rebuild the trained network and read its model card from a fersuite checkpoint
     (eval mode)."""
     ckpt = read_checkpoint(path)
-    meta = checkpoint_meta(ckpt, str(path))
+    meta = checkpoint_card(ckpt, str(path))
     card = trained_model_card(meta.model_cfg, str(path))
     net = build_model_from_card(card, str(path), num_classes=len(meta.class_names))
     sd = net_state_dict(ckpt)

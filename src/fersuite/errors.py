@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import functools
-from typing import Any
 
 __all__ = [
     "RunFailedError",
@@ -166,9 +165,3 @@ def one_line(exc: BaseException) -> str:
         " ".join(line.strip() for line in p.splitlines() if line.strip()) for p in parts
     )
     return text or type(exc).__name__
-
-
-def __getattr__(name: str) -> Any:
-    if name == "USER_ERRORS":  # the tuple, as ``fersuite.resume.USER_ERRORS`` always was
-        return user_errors()
-    raise AttributeError(name)

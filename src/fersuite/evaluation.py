@@ -31,14 +31,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from fersuite.card import ModelCard
-from fersuite.checkpoint import META_KEY, checkpoint_meta, read_checkpoint, trained_model_card
+from fersuite.checkpoint import META_KEY, checkpoint_card, read_checkpoint, trained_model_card
 from fersuite.config import ConfigError, require_ckpt_path
 from fersuite.data.record import recorded_data_config
+from fersuite.deploy.base import exported_format
 from fersuite.labels import canonical_name, mapping_indices
 from fersuite.types import AffectOutput
 
 __all__ = [
-    "EXPORTED_SUFFIXES",
     "ClassRemap",
     "EvaluatedModel",
     "ExportedNet",
@@ -53,9 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fersuite.eval")
-
-#: Exported model files ``ckpt_path`` may name (fersuite-export's ``model.<suffix>``).
-EXPORTED_SUFFIXES = {".onnx": "onnx", ".pte": "executorch", ".pt": "torchscript"}
 
 
 def wants_checkpoint_eval(cfg: DictConfig) -> bool:
@@ -132,14 +129,14 @@ def evaluated_model(path: str | Path) -> EvaluatedModel:
     from fersuite.inference import read_sidecar
 
     p = Path(path)
-    fmt = EXPORTED_SUFFIXES.get(p.suffix.lower())
+    fmt = exported_format(p)
     if fmt is None:
         if not p.is_file():
             raise ConfigError(f"ckpt_path={p}: no such checkpoint file (expected a .ckpt)")
         ckpt = read_checkpoint(p)
         meta = ckpt.get(META_KEY)
         record = meta.get("training_data") if isinstance(meta, dict) else None
-        return EvaluatedModel(p, checkpoint_meta(ckpt, str(p)), training_data=record)
+        return EvaluatedModel(p, checkpoint_card(ckpt, str(p)), training_data=record)
     if not p.is_file():
         raise ConfigError(
             f"ckpt_path={p}: no such exported model file (expected a {p.suffix} written by "

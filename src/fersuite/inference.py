@@ -23,6 +23,7 @@ from fersuite.card import (
     load_input,
     read_card_json,
 )
+from fersuite.deploy.base import FILES, ExportError, exported_format
 from fersuite.errors import UntrustedFileError, UserError
 from fersuite.types import AffectOutput
 from fersuite.utils.progress import track
@@ -114,15 +115,15 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
     classes); a file its reader refuses is an :class:`~fersuite.errors.UntrustedFileError`."""
     p = Path(path)
     if not p.is_file():
-        raise PredictError(f"ckpt_path={p}: file not found (a .ckpt, .onnx, .pt or .pte)")
-    suffix = p.suffix.lower()
-    if suffix == ".onnx":
+        kinds = ", ".join(Path(name).suffix for name in FILES.values())
+        raise PredictError(f"ckpt_path={p}: file not found (a .ckpt, {kinds})")
+    fmt = exported_format(p)
+    if fmt == "onnx":
         from fersuite.deploy.onnx import OnnxModel
 
         card = read_sidecar(p)
         return Predictor(run=OnnxModel(p, threads, card=card), card=card, source=str(p))
-    if suffix == ".pt":
-        from fersuite.deploy.base import ExportError
+    if fmt == "torchscript":
         from fersuite.deploy.torchscript import TorchScriptModel
 
         card = read_sidecar(p)
@@ -131,7 +132,7 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
         except ExportError as exc:  # a refused program: the file, not an export, is at fault
             raise UntrustedFileError(str(exc)) from exc
         return Predictor(run=runner, card=card, source=str(p))
-    if suffix == ".pte":
+    if fmt == "executorch":
         from fersuite.deploy.executorch import ExecuTorchModel
 
         card = read_sidecar(p)

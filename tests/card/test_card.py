@@ -12,7 +12,7 @@ from PIL import Image
 
 from fersuite.card import FaceCrop, ModelCard, ModelCardFormatError, load_input
 from fersuite.checkpoint import ModelCardError, load_model_from_checkpoint
-from fersuite.predict import run
+from fersuite.cli.predict import run
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LEGACY = FIXTURES / "legacy_lightweight_cnn.ckpt"
@@ -108,7 +108,7 @@ def test_each_dataset_records_its_face_crop(tmp_path: Path) -> None:
 def test_training_stores_the_datamodules_face_crop(cfg_factory) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from fersuite.train import checkpoint_metadata
+    from fersuite.training import checkpoint_metadata
 
     cfg = cfg_factory(["model=lightweight_cnn"])
     crop = FaceCrop("detector", 0.2, "yunet", 0.6, True, 64)

@@ -32,7 +32,7 @@ def _train(
     if script:
         exe = [str(Path(sys.executable).parent / "fersuite-train")]
     else:
-        exe = [sys.executable, "-m", "fersuite.train"]
+        exe = [sys.executable, "-m", "fersuite.cli.train"]
     flags = [o for o in overrides if o.startswith("--")]
     rest = [o for o in overrides if not o.startswith("--")]
     return subprocess.run(

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fersuite.checkpoint import CheckpointMeta
+from fersuite.card import training_card
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.registry import create_model
 
@@ -55,7 +55,7 @@ def write_teacher_ckpt(
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    meta = CheckpointMeta(
+    card = training_card(
         model_cfg=model_cfg,
         class_names=tuple(class_names),
         has_va=has_va,
@@ -66,7 +66,7 @@ def write_teacher_ckpt(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": sd, "fersuite": meta.to_dict()}, path)
+    torch.save({"state_dict": sd, "fersuite": card}, path)
     return net.eval()
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
+from fersuite.card import training_card
+from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.config import ConfigError
 from fersuite.distill.teacher import load_teacher
 from fersuite.models.emonet import EmoNet
@@ -41,15 +42,15 @@ def _trainer(tmp_path: Path, epochs: int = 1) -> L.Trainer:
 def _meta(cfg, dm) -> dict:  # type: ignore[no-untyped-def]
     from omegaconf import OmegaConf
 
-    return CheckpointMeta(
-        model_cfg=OmegaConf.to_container(cfg.model, resolve=True),  # type: ignore[arg-type]
+    return training_card(
+        model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
         class_names=tuple(dm.class_names),
         has_va=dm.has_va,
         input_size=dm.image_size,
         in_chans=dm.in_chans,
         mean=tuple(dm.mean),
         std=tuple(dm.std),
-    ).to_dict()
+    )
 
 
 @pytest.fixture

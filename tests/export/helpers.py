@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fersuite.checkpoint import META_KEY, CheckpointMeta
+from fersuite.card import training_card
+from fersuite.checkpoint import META_KEY
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.registry import create_model
 
@@ -55,7 +56,7 @@ def make_checkpoint(
     net = create_model(num_classes=len(CANONICAL_CLASSES), **model_cfg)
     _perturb(net, model_cfg, seed)
     net.eval()
-    meta = CheckpointMeta(
+    card = training_card(
         model_cfg=cfg,
         class_names=CANONICAL_CLASSES,
         has_va=True,
@@ -66,5 +67,5 @@ def make_checkpoint(
     )
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, META_KEY: meta.to_dict()}, path)
+    torch.save({"state_dict": state, META_KEY: card}, path)
     return path, net

@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fersuite.export import (
-    OUTPUT_NAMES,
-    ExportError,
-    ExportSettings,
-    OnnxModel,
-    eval_face_batch,
-    export_checkpoint,
-)
+from fersuite.deploy.base import OUTPUT_NAMES, ExportError
+from fersuite.deploy.exporter import ExportSettings, export_checkpoint
+from fersuite.deploy.onnx import OnnxModel
+from fersuite.deploy.verify import eval_face_batch
 from fersuite.labels import CANONICAL_CLASSES
 from tests.conftest import run_env
 from tests.export.helpers import ZOO, make_checkpoint

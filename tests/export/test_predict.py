@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+from fersuite.cli.predict import main, run
 from fersuite.data.synthetic import render_faces
 from fersuite.data.transforms import build_transforms
-from fersuite.export import ExportSettings, export_checkpoint
+from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.labels import CANONICAL_CLASSES
-from fersuite.predict import main, run
 from tests.conftest import run_env
 from tests.export.helpers import ZOO, make_checkpoint
 

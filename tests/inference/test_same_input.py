@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fersuite.export import ExportSettings, export_checkpoint
-from fersuite.predict import run
+from fersuite.cli.predict import run
+from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LEGACY = FIXTURES / "legacy_lightweight_cnn.ckpt"

@@ -108,7 +108,7 @@ def test_wheel_install_composes_every_app_config_from_another_directory(tmp_path
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
         return res.stdout
 
-    job = run("-m", "fersuite.train", "--cfg", "job")
+    job = run("-m", "fersuite.cli.train", "--cfg", "job")
     assert "_target_: fersuite.models.registry.create_model" in job
     assert "task:\n  name: supervised" in job and "trainer:" in job
 

@@ -105,7 +105,7 @@ def test_report_lists_pairs_it_cannot_compare_yet(curve_sweep: Path) -> None:
 
 
 def test_fersuite_report_pairs_key(curve_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from fersuite.report import main
+    from fersuite.cli.report import main
 
     assert main([f"sweeps={curve_sweep}", 'pairs=["arm=rising vs arm=flat"]']) == 0
     assert "paired: acc: arm=flat - arm=rising" in capsys.readouterr().out

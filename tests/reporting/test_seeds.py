@@ -126,7 +126,7 @@ def test_pareto_plot_reads_at_a_glance(tmp_path: Path) -> None:
 def test_fersuite_report_prints_groups_and_paired_differences(
     seeded_sweep: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from fersuite.report import main
+    from fersuite.cli.report import main
 
     assert main([f"sweeps={seeded_sweep}"]) == 0
     out = capsys.readouterr().out

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from fersuite.report import SweepReportCallback, main
+from fersuite.cli.report import main
+from fersuite.reporting.hydra_callback import SweepReportCallback
 from fersuite.reporting.sweep import write_sweep_report
 from tests.conftest import run_env
 from tests.reporting.helpers import assert_valid_png

@@ -27,7 +27,7 @@ from fersuite.checkpoint import META_KEY, ModelCardError
 from fersuite.cli.eval import main as eval_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
-from fersuite.export import ExportSettings, export_checkpoint
+from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from tests.export.helpers import ZOO, make_checkpoint
 from tests.security.apps import Victim, call_app
 

@@ -43,7 +43,7 @@ SIDE, CLASSES = 32, 8
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A real export (legacy ONNX, with its sidecar) and one face image to predict on."""
-    from fersuite.export import ExportSettings, export_checkpoint
+    from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 
     root = tmp_path_factory.mktemp("real")
     ckpt, _ = make_checkpoint(root / "m.ckpt", TINY_CNN, seed=3)
@@ -178,7 +178,7 @@ def test_the_crafted_control_and_the_real_export_predict(
 ) -> None:
     """The builder's graph with nothing changed, and the real export, are accepted: each
     refusal below is for the one thing changed."""
-    from fersuite.predict import run
+    from fersuite.cli.predict import run
 
     for model in (_place(tmp_path / "ok", "model.onnx", _onnx(), real), real["onnx"]):
         args = [f"ckpt_path={model}", f"inputs={real['images']}", "output=null"]

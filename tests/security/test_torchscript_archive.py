@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fersuite.cli.predict import main as predict_main
 from fersuite.deploy import torchscript
 from fersuite.deploy.torchscript import TorchScriptModel
 from fersuite.errors import UntrustedFileError
-from fersuite.predict import main as predict_main
 from tests.security.apps import Victim
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
@@ -261,7 +261,7 @@ def test_fersuite_predict_refuses_the_crafted_archive_with_one_line(
     from PIL import Image
 
     from fersuite.data.synthetic import render_faces
-    from fersuite.export import ExportSettings, export_checkpoint
+    from fersuite.deploy.exporter import ExportSettings, export_checkpoint
     from tests.export.helpers import make_checkpoint
 
     real = tmp_path_factory.mktemp("real")

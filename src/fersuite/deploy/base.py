@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from io import StringIO
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,6 +19,16 @@ log = logging.getLogger("fersuite.export")
 
 INPUT_NAME = "image"
 OUTPUT_NAMES: tuple[str, str, str] = ("expression", "valence", "arousal")
+#: The file each export format writes (beside its ``model.json`` sidecar); its suffix is how
+#: evaluation and prediction tell which runtime reads an exported model.
+FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "executorch": "model.pte"}
+
+
+def exported_format(path: str | os.PathLike[str]) -> str | None:
+    """The export format of a model file by its suffix (any name, e.g. ``best.onnx``); None
+    for any other file (a checkpoint)."""
+    suffix = Path(path).suffix.lower()
+    return next((fmt for fmt, name in FILES.items() if Path(name).suffix == suffix), None)
 
 
 class ExportError(RunFailedError, RuntimeError):

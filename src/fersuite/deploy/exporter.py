@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from fersuite.card import ModelCard, parse_card_json
 from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.config import ConfigError, settings_keys
-from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, ExportError, TupleOutput
+from fersuite.deploy.base import FILES, INPUT_NAME, OUTPUT_NAMES, ExportError, TupleOutput
 from fersuite.deploy.calibration import datamodule_for_card, image_batches
 from fersuite.deploy.onnx import OnnxModel, export_onnx
 from fersuite.deploy.torchscript import TorchScriptModel, export_torchscript
@@ -42,9 +42,8 @@ from fersuite.deploy.verify import (
 from fersuite.errors import UntrustedFileError
 from fersuite.utils.io import atomic_path, atomic_write_json, json_default
 
-__all__ = ["EXPORTERS", "FILES", "ExportSettings", "export_checkpoint", "sidecar"]
+__all__ = ["EXPORTERS", "ExportSettings", "export_checkpoint", "sidecar"]
 
-FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "executorch": "model.pte"}
 EXPORTERS = ("auto", "dynamo", "legacy")
 #: ``export.quantize`` values each format supports (None: fp32)
 QUANTIZE = {

@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fersuite.callbacks.checkpointing import RunCheckpoint
-from fersuite.checkpoint import CheckpointMeta, load_model_from_checkpoint
+from fersuite.card import ModelCard
+from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.config import ConfigError
 from fersuite.evaluation import ClassRemap, same_classes
 from fersuite.utils.io import AtomicCheckpointIO
@@ -145,7 +146,7 @@ def build_module(cfg: DictConfig, datamodule: Any, **kwargs: Any) -> L.Lightning
     return builder(cfg, datamodule, **kwargs)
 
 
-def trained_net(ckpt_path: str, datamodule: Any) -> tuple[Any, CheckpointMeta]:
+def trained_net(ckpt_path: str, datamodule: Any) -> tuple[Any, ModelCard]:
     """The checkpoint's network (logits remapped to the dataset's classes by name) and its
     metadata."""
     net, meta = load_model_from_checkpoint(str(ckpt_path))
