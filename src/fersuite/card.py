@@ -455,7 +455,7 @@ class ModelCard:
     input: InputSpec
     face_crop: FaceCrop = field(default_factory=FaceCrop)
 
-    # -- the old CheckpointMeta's names (read by evaluation, teachers, tests) ---------------
+    # -- convenience views of the input spec and the model config ---------------------------
     @property
     def model_cfg(self) -> dict[str, Any]:
         """``{"_target_": <the registry's factory>, "arch": ..., **kwargs}`` (plain data)."""

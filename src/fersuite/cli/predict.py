@@ -74,7 +74,7 @@ from fersuite.video.reader import VIDEO_SUFFIXES, VideoReadError
 from fersuite.video.run import VideoResult
 
 KEYS = [
-    Key("ckpt_path", None, "fersuite-train .ckpt, or exported .onnx / .pt (with model.json)"),
+    Key("ckpt_path", None, "fersuite-train .ckpt, or exported .onnx/.pte/.pt (with model.json)"),
     Key("inputs", None, "image/video file, folder or camera:N, or a list [a.png,clip.mp4]"),
     Key("output", "predictions.csv", "predictions file (.csv or .json; null: none)"),
     Key("batch_size", 32, "images (video: faces across frames) per forward pass"),
