@@ -264,3 +264,21 @@ def test_resume_auto_matches_runs_that_differ_only_in_allowed_keys(tmp_path: Pat
     now = ["seed=1", "optimizer.lr=0.01", "resume=auto", "resume_allow_changes=[optimizer.lr]"]
     assert find_unfinished_run(tmp_path / "runs", now) is None
     assert find_unfinished_run(tmp_path / "runs", now, ignore=("optimizer.lr",)) == run
+
+
+def test_resume_allow_changes_is_the_command_lines_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fersuite.cli.train import command_line
+    from fersuite.cli.train import main as train_main
+    from tests.security.apps import call_app
+
+    assert command_line(["resume=auto", "resume.allow_changes=[optimizer.lr]", "resume=x"]) == [
+        "resume=auto",
+        "resume_allow_changes=[optimizer.lr]",
+        "resume=x",
+    ]
+    args = ["resume=auto", "resume.allow_changes=[optimizer.lr,data.batch_size]", "--cfg", "job"]
+    res = call_app(train_main, "fersuite-train", args, tmp_path, monkeypatch, capsys)
+    assert res.status == 0, res.err[-2000:]
+    assert "resume_allow_changes:\n- optimizer.lr\n- data.batch_size" in res.out

@@ -11,6 +11,10 @@ stopped with Ctrl-C (the line before names the command that resumes it).
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Sequence
+
 import hydra
 from omegaconf import DictConfig
 
@@ -29,8 +33,20 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return metrics.get(key) if key else None
 
 
+#: ``resume.allow_changes=[...]`` is how the command line spells the config key
+#: ``resume_allow_changes``: ``resume`` itself holds ``auto`` | <run dir> | <file.ckpt> (a
+#: string), which cannot also hold a key.
+_ALLOW = re.compile(r"^([+~]*)resume\.allow_changes(?==|$)")
+
+
+def command_line(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``resume.allow_changes`` written as its config key."""
+    return [_ALLOW.sub(r"\1resume_allow_changes", a) for a in argv]
+
+
 def main() -> None:
     """``fersuite-train``: bad input → one line, exit 2; failed run → exit 1 (fersuite.apps)."""
+    sys.argv[1:] = command_line(sys.argv[1:])
     try:
         run_app("train", hydra_main)
     finally:
