@@ -30,13 +30,17 @@ the config that ran.
 
 A finished run (``metrics.json``) is left as it is: resuming it is refused (exit 2) unless
 ``trainer.max_epochs`` is larger than it was; then it trains on and ``metrics.json`` is written
-anew at the end.
+anew at the end. A run killed after fit but before ``metrics.json`` is unfinished: its resume
+finds fit complete, tests the best checkpoint recorded in its state and writes ``metrics.json``
+with the fit's figures (val/*, train/*, ...) as they were when that checkpoint was written
+(:class:`FitMetrics` keeps them in every checkpoint).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +48,11 @@ from typing import Any
 
 import lightning.pytorch as L
 import yaml
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fersuite.config import ConfigError
-from fersuite.errors import (
-    USER_ERRORS,  # noqa: F401 - kept for importers (moved there)
-    UntrustedFileError,
-    UserError,
-)
+from fersuite.errors import UntrustedFileError, UserError
 from fersuite.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -378,7 +379,7 @@ def check_config(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, tuple[Any, A
         raise ConfigError(
             f"resume of {run_dir}: the config differs from the run's ({run_dir / RUN_INFO}): "
             f"{listed}; pass the run's values, or allow the change with "
-            f"resume_allow_changes=[{','.join(refused)}] (trainer.max_epochs may always grow)"
+            f"resume.allow_changes=[{','.join(refused)}] (trainer.max_epochs may always grow)"
         )
     return changes, longer
 
@@ -461,6 +462,72 @@ class ApplyOptimizerConfig(L.Callback):
                 groups = sched.optimizer.param_groups
                 sched.base_lrs = [g.get("initial_lr", g["lr"]) for g in groups]
                 sched._last_lr = [g["lr"] for g in groups]  # type: ignore[attr-defined]
+
+
+#: The key of the fit's figures in a checkpoint (written by :class:`FitMetrics`).
+FIT_METRICS_KEY = "fersuite_fit_metrics"
+_MAX_FIT_METRICS = 10_000
+_MAX_METRIC_NAME = 256
+
+
+def parse_fit_metrics(raw: Any, source: str) -> dict[str, float]:
+    """The fit's figures stored in a checkpoint as metric name → finite number; empty when
+    the checkpoint has none (written before they were kept). :class:`UntrustedFileError`
+    (one line) when they are malformed."""
+    if raw is None:
+        return {}
+    where = f"{source}: {FIT_METRICS_KEY}"
+    if not isinstance(raw, dict):
+        raise UntrustedFileError(
+            f"{where} is a {type(raw).__name__}; expected a dict of metric name: number"
+        )
+    if len(raw) > _MAX_FIT_METRICS:
+        raise UntrustedFileError(
+            f"{where} has {len(raw)} entries; expected at most {_MAX_FIT_METRICS}"
+        )
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if not (isinstance(key, str) and 0 < len(key) <= _MAX_METRIC_NAME and key.isprintable()):
+            raise UntrustedFileError(
+                f"{where}: key {str(key)[:80]!r}; expected a metric name (printable text, "
+                f"at most {_MAX_METRIC_NAME} characters)"
+            )
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(float(value)):
+            raise UntrustedFileError(
+                f"{where}[{key[:80]!r}] is {str(value)[:40]!r}; expected a finite number"
+            )
+        out[key] = float(value)
+    return out
+
+
+class FitMetrics(L.Callback):
+    """Keeps the fit's figures (``trainer.callback_metrics``: val/*, train/*, lr-*, ...) in
+    every checkpoint, as they are when it is written, and reads them back when fit resumes.
+
+    ``restored``: the figures of the checkpoint fit resumed from (empty for a fresh run). Fit
+    updates the figures it logs again, so ``{**restored, **trainer.callback_metrics}`` after
+    fit is what an uninterrupted fit ends with, also when it resumed with nothing left to train
+    (killed after its last checkpoint)."""
+
+    def __init__(self) -> None:
+        self.restored: dict[str, float] = {}
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        from fersuite.utils.run_info import scalar_metrics
+
+        # plain floats (read back by weights_only loading, bit for bit); a resumed fit's
+        # checkpoint keeps the figures it was resumed with that it has not logged again
+        checkpoint[FIT_METRICS_KEY] = {**self.restored, **scalar_metrics(trainer.callback_metrics)}
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # not the best checkpoint test loads
+            source = str(trainer.ckpt_path or "the resumed checkpoint")
+            self.restored = parse_fit_metrics(checkpoint.get(FIT_METRICS_KEY), source)
 
 
 # -- W&B run id ------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Crash and resume: a run SIGKILLed after its epoch-end checkpoint, or mid-epoch after a
-periodic one, resumed with ``resume=auto``, ends exactly like an uninterrupted run.
+periodic one, resumed with ``resume=auto``, ends exactly like an uninterrupted run; so does a
+run killed in each window at its end (during the last validation, after fit's last checkpoint,
+during test, while writing metrics.json) and resumed after each kill.
 
 The runs use the default callbacks (efficiency, progress bar, reports, checkpoints, RNG
 state, non-finite guard) and the default two loader worker processes: the set a user runs.
@@ -19,10 +21,13 @@ import torch
 
 from tests.conftest import REPO, run_env
 from tests.reliability.killer import ENV as KILL_ENV
+from tests.reliability.killer import MARK, POINT_ENV
 
 #: 96 samples / batch 32 = 3 steps per epoch, 2 epochs; a model with dropout (RNG draws in
-#: every training step) and augmentation.
+#: every training step) and augmentation. val/loss improves in both epochs: the best checkpoint
+#: is the last epoch's, so a resume that misses the last validation tests another one.
 RUN = [
+    "monitor=val/loss",
     "trainer.max_epochs=2",
     "data.train_size=96",
     "data.val_size=32",
@@ -53,12 +58,17 @@ CASES = {
 }
 
 
-def _train(root: Path, *extra: str, kill_at: int | None = None) -> subprocess.CompletedProcess[str]:
+def _train(
+    root: Path, *extra: str, kill_at: int | None = None, kill_point: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = run_env(root)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout
     env.pop(KILL_ENV, None)
+    env.pop(POINT_ENV, None)
     if kill_at is not None:
         env[KILL_ENV] = str(kill_at)
+    if kill_point is not None:
+        env[POINT_ENV] = kill_point
     root.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [str(Path(sys.executable).parent / "fersuite-train"), *RUN, *extra],
@@ -121,7 +131,7 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(
     # Every validation and test figure, bit for bit (val/*: the last epoch, trained after
     # the resume; test/*: the best checkpoint).
     compared = sorted(k for k in ref_metrics if k.startswith(("val/", "test/")))
-    assert {"val/loss", "val/acc_best", "test/acc", "test/valence_ccc"} <= set(compared)
+    assert {"val/loss", "val/loss_best", "test/acc", "test/valence_ccc"} <= set(compared)
     assert {k: metrics.get(k) for k in compared} == {k: ref_metrics[k] for k in compared}
 
     # Same final weights, bit for bit, and the same number of optimizer steps.
@@ -137,3 +147,60 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(
     assert (run / "wandb_run_id.txt").read_text().strip() == wandb_id
     offline_runs = list((run / "wandb").glob(f"offline-run-*-{wandb_id}"))
     assert len(offline_runs) == 2, sorted(p.name for p in (run / "wandb").iterdir())
+
+
+#: Figures measured on the clock: they differ between any two runs.
+TIMED = ("latency", "throughput", "_ips")
+#: The kill points of one run, in order (tests/reliability/killer.py): the first run is killed
+#: at the first, its resume at the next, and so on; a last resume runs to the end.
+#: final_val: in the last epoch's validation, with last.ckpt every 3 steps (the epoch ends);
+#: train_end: right after fit's last checkpoint (best and last of the last epoch);
+#: test: during test; metrics: metrics.json written to its temporary file, not renamed yet.
+WINDOWS = ("final_val", "train_end", "test", "metrics")
+
+
+@pytest.mark.smoke
+def test_killed_in_each_window_at_the_end_then_resumed_matches_uninterrupted_run(
+    reference: Path, tmp_path: Path
+) -> None:
+    extra = ["checkpoint.every_n_train_steps=3"]
+    root = tmp_path / "crash"
+    run: Path | None = None
+    for point in WINDOWS:
+        again = ["resume=auto"] if run is not None else []
+        killed = _train(root, *extra, *again, kill_point=point)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        assert f"{MARK}{point}" in killed.stderr, killed.stderr[-3000:]
+        if run is None:
+            (run,) = _runs(root)
+        else:
+            assert f"resuming {run}" in killed.stdout
+        assert not (run / "metrics.json").exists()
+        _assert_all_checkpoints_load(run)
+
+    assert run is not None
+    resumed = _train(root, *extra, "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {run}" in resumed.stdout
+    assert not list(run.glob(".*.tmp")), "a killed write was left behind"
+
+    # Every figure of metrics.json (val/*, train/*, test/*, lr, guard, model size) bit for bit,
+    # and no more or fewer of them; only the timed ones differ.
+    ref_metrics = json.loads((reference / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    def untimed(m: dict) -> dict:  # type: ignore[type-arg]
+        return {k: v for k, v in m.items() if not any(t in k for t in TIMED)}
+
+    assert {"val/loss", "val/loss_best", "train/loss_epoch", "test/acc"} <= set(ref_metrics)
+    assert untimed(metrics) == untimed(ref_metrics)
+
+    # The same checkpoints: the last epoch's best (the one tested) and last.ckpt, same weights.
+    names = sorted(p.name for p in (reference / "checkpoints").glob("*.ckpt"))
+    assert names == ["best-epoch001.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt")) == names
+    for name in names:
+        a, b = _load(reference / "checkpoints" / name), _load(run / "checkpoints" / name)
+        assert a["global_step"] == b["global_step"] == STEPS
+        for key, value in a["state_dict"].items():
+            assert torch.equal(value, b["state_dict"][key]), (name, key)

@@ -110,7 +110,7 @@ def test_changed_config_is_refused_in_one_line(
     assert result.status == 2, result.err[-3000:]
     (line,) = result.error_lines
     assert "optimizer.lr: 0.002 → 0.01" in line and "data.batch_size: 16 → 8" in line, line
-    assert "resume_allow_changes=[data.batch_size,optimizer.lr]" in line, line
+    assert "resume.allow_changes=[data.batch_size,optimizer.lr]" in line, line
     assert "trainer.max_epochs" not in line.split(";")[0]  # growing it is allowed
     assert _state(run) == before
 

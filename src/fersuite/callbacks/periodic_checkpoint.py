@@ -5,6 +5,12 @@ Configured by the top-level keys ``checkpoint.every_n_train_steps`` and
 ``model_checkpoint`` callback still writes ``last.ckpt`` after every epoch). Like that one
 it is a :class:`~fersuite.callbacks.checkpointing.RunCheckpoint`: paths in a resumed state are
 kept only inside its own ``dirpath``, and it deletes nothing outside it.
+
+It never writes after a batch that validation or the epoch's end follows: Lightning resumes
+such a checkpoint past that validation and those epoch-end hooks (it never runs them), so a
+run killed there would skip a validation (and test another best checkpoint). The epoch-end
+checkpoint, written after validation, stands in for it; a kill before that resumes from the
+previous write and trains the batch again.
 """
 
 from __future__ import annotations
@@ -12,7 +18,24 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import lightning.pytorch as L
+
 from fersuite.callbacks.checkpointing import RunCheckpoint
+
+
+def _validation_or_epoch_end_follows(trainer: L.Trainer) -> bool:
+    """The batch that just ended is the epoch's last, or validation runs right after it."""
+    loop = trainer.fit_loop.epoch_loop
+    if loop.batch_progress.is_last_batch:
+        return True
+    should_check = getattr(loop, "_should_check_val_fx", None)  # Lightning's own rule
+    fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+    if should_check is None or fetcher is None:
+        return False
+    try:
+        return bool(should_check(fetcher))
+    except (AttributeError, TypeError):  # another Lightning version: epoch ends only
+        return False
 
 
 class PeriodicLastCheckpoint(RunCheckpoint):
@@ -51,3 +74,15 @@ class PeriodicLastCheckpoint(RunCheckpoint):
             ),
             **kwargs,
         )
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if _validation_or_epoch_end_follows(trainer):
+            return  # see the module doc
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

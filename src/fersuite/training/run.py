@@ -30,6 +30,7 @@ from fersuite.resume import (
     IGNORED_PREFIXES,
     LAST,
     ApplyOptimizerConfig,
+    FitMetrics,
     Resumed,
     current_overrides,
     prepare_resume,
@@ -99,7 +100,8 @@ def make_trainer(
     plugins; writes ``run_info.json`` (config, environment and ``extra``).
 
     ``resumed``: the CSV history keeps the rows before the checkpoint's step, and an allowed
-    ``optimizer.*`` change is applied to the restored optimizer."""
+    ``optimizer.*`` change is applied to the restored optimizer. Every checkpoint keeps the
+    fit's figures (:class:`~fersuite.resume.FitMetrics`, one of the callbacks)."""
     resuming = resuming or resumed is not None
     loggers = build_loggers(
         cfg,
@@ -107,7 +109,7 @@ def make_trainer(
         csv_keep_before=resumed.global_step if resumed is not None else None,
     )
     remember_wandb_id(loggers, out_dir)
-    callbacks = build_callbacks(cfg, has_logger=bool(loggers))
+    callbacks = [*build_callbacks(cfg, has_logger=bool(loggers)), FitMetrics()]
     if resumed is not None and any(k.startswith("optimizer") for k in resumed.changes):
         callbacks = [*callbacks, ApplyOptimizerConfig()]
     trainer: L.Trainer = instantiate(
@@ -185,7 +187,10 @@ def _train(cfg: DictConfig, out_dir: Path, resumed: Resumed | None) -> dict[str,
             if isinstance(exc, KeyboardInterrupt) or (trainer.interrupted and exc.code == 1):
                 _interrupted(out_dir)
             raise
-    values: dict[str, Any] = dict(trainer.callback_metrics)
+    # The fit's figures: those of the resumed checkpoint, updated by what fit logged since;
+    # a run killed after its last checkpoint resumes with nothing to fit and keeps them all.
+    kept = next((cb.restored for cb in callbacks if isinstance(cb, FitMetrics)), {})
+    values: dict[str, Any] = {**(kept if fitting else {}), **trainer.callback_metrics}
     # Only a checkpoint file inside the callback's own folder (a resumed state is a file).
     best = best_checkpoint(trainer.checkpoint_callback)
     if cfg.get("test", True):
