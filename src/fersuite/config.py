@@ -94,3 +94,18 @@ def require_ckpt_path(cfg: DictConfig, app: str) -> str:
             + (" | model.onnx | model.pte | model.pt>" if app == "fersuite-eval" else ">")
         )
     return str(cfg.ckpt_path)
+
+
+def current_overrides() -> list[str] | None:
+    """The task overrides of the running Hydra job (the command line), or None outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    except Exception:  # noqa: BLE001 - no Hydra job (library use)
+        return None
+
+
+def override_key(override: str) -> str:
+    """The key an override sets (``+a.b=1`` -> ``a.b``)."""
+    return override.split("=", 1)[0].lstrip("+~")

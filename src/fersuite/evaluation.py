@@ -32,7 +32,7 @@ from torch import nn
 
 from fersuite.card import ModelCard
 from fersuite.checkpoint import META_KEY, checkpoint_card, read_checkpoint, trained_model_card
-from fersuite.config import ConfigError, require_ckpt_path
+from fersuite.config import ConfigError, current_overrides, override_key, require_ckpt_path
 from fersuite.data.record import recorded_data_config
 from fersuite.deploy.base import exported_format
 from fersuite.labels import canonical_name, mapping_indices
@@ -65,20 +65,6 @@ def wants_checkpoint_eval(cfg: DictConfig) -> bool:
             "checkpoint: fersuite-eval ckpt_path=<file.ckpt | model.onnx | model.pte | model.pt>"
         )
     return not cfg.get("train", True) and bool(ckpt) and str(ckpt) != "last"
-
-
-def _task_overrides() -> list[str]:
-    """The command line's overrides of the running Hydra job (none outside Hydra)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return [str(o) for o in HydraConfig.get().overrides.task]
-    except Exception:  # noqa: BLE001 - no Hydra job (library use)
-        return []
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 @dataclass(frozen=True)
@@ -156,8 +142,8 @@ def adopt_checkpoint_model(cfg: DictConfig) -> EvaluatedModel:
     model runs on the CPU, so the trainer is set to it. A ``model=`` / ``model.*`` override
     is refused: the checkpoint defines the model."""
     ckpt_path = str(cfg.ckpt_path)
-    overrides = _task_overrides()
-    given = [o for o in overrides if _key(o) == "model" or _key(o).startswith("model.")]
+    overrides = current_overrides() or []
+    given = [o for o in overrides if override_key(o).split(".", 1)[0] == "model"]
     if given:
         raise ConfigError(
             f"{' '.join(given)} given with ckpt_path={ckpt_path}: the checkpoint defines the "
@@ -203,7 +189,7 @@ def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: lis
         "std": list(card.std),
     }
     parsed = OverridesParser.create().parse_overrides(
-        [o for o in overrides if _key(o).startswith("data.")]
+        [o for o in overrides if override_key(o).startswith("data.")]
     )
     data_overrides = {str(o.key_or_group)[len("data.") :]: o for o in parsed}
     for key, value in want.items():
@@ -219,7 +205,7 @@ def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: lis
                 f"data.{key}={mine} contradicts {model.path}: its model card says {value} "
                 "(the card decides the input; drop the override)"
             )
-    chosen = next((o for o in overrides if _key(o) == "data"), None)
+    chosen = next((o for o in overrides if override_key(o) == "data"), None)
     if chosen is not None:
         described = f"{chosen} (command line)"
     else:
@@ -229,7 +215,7 @@ def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: lis
             what = "an exported model" if model.exported else "this checkpoint"
             described = f"the default data config ({group}): {what} records no training data"
         else:
-            group, node = recorded
+            group, node, record = recorded
             with open_dict(node):
                 for key, o in data_overrides.items():
                     if o.is_delete():
@@ -240,7 +226,7 @@ def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: lis
                 cfg.data = OmegaConf.create(OmegaConf.to_container(node, resolve=False))
             values = ", ".join(
                 f"{k}={v}"
-                for k, v in (_record_values(model.training_data) or {}).items()
+                for k, v in record.values.items()
                 if k in cfg.data and k not in want and not k.startswith("_")
             )
             described = f"its training data: data={group} ({values})"
@@ -249,14 +235,6 @@ def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: lis
             if key in cfg.data:
                 cfg.data[key] = value
     return described
-
-
-def _record_values(raw: Any) -> dict[str, Any] | None:
-    """The plain values of a stored training-data record (for a one-line description)."""
-    from fersuite.data.record import read_data_record
-
-    record = read_data_record(raw, "<record>") if raw is not None else None
-    return dict(record.values) if record is not None else None
 
 
 class ExportedNet(nn.Module):

@@ -51,7 +51,7 @@ import yaml
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fersuite.config import ConfigError
+from fersuite.config import ConfigError, current_overrides, override_key
 from fersuite.errors import UntrustedFileError, UserError
 from fersuite.utils.io import atomic_write
 
@@ -104,11 +104,6 @@ class ResumeTarget:
     reason: str
 
 
-def _key(override: str) -> str:
-    key = override.split("=", 1)[0]
-    return key.lstrip("+~")
-
-
 def _under(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
     """``key`` is one of ``prefixes`` or inside one (``optimizer`` covers ``optimizer.lr``)."""
     return any(key == p or key.startswith(p + ".") for p in prefixes)
@@ -120,18 +115,8 @@ def relevant_overrides(overrides: list[str], ignore: tuple[str, ...] = ()) -> li
     return sorted(
         o
         for o in overrides
-        if not _key(o).startswith(IGNORED_PREFIXES) and not _under(_key(o), ignore)
+        if not override_key(o).startswith(IGNORED_PREFIXES) and not _under(override_key(o), ignore)
     )
-
-
-def current_overrides() -> list[str] | None:
-    """The task overrides of the running Hydra job, or None outside Hydra."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except Exception:  # noqa: BLE001 - no Hydra job (library use)
-        return None
 
 
 def read_overrides(run_dir: Path) -> list[str] | None:

@@ -196,13 +196,14 @@ def _compose_data(group: str) -> DictConfig:
         return compose(config_name="export", overrides=overrides)
 
 
-def recorded_data_config(raw_record: Any, source: str) -> tuple[str, DictConfig] | None:
+def recorded_data_config(raw_record: Any, source: str) -> tuple[str, DictConfig, DataRecord] | None:
     """The data config a checkpoint's record (``raw_record``, as stored; None: no record)
-    stands for: ``(group, data node)``. The record is parsed first (:func:`read_data_record`);
-    its target only selects a shipped ``conf/data/<group>.yaml``, composed by Hydra; only
-    values of keys that config has are copied on (never :data:`INPUT_KEYS`, which are the
-    model card's, nor :data:`LOCAL_KEYS`); then the command line's schema and the datamodule's
-    own bounds are applied. None when there is no record."""
+    stands for: ``(group, data node, the parsed record)``. The record is parsed first
+    (:func:`read_data_record`); its target only selects a shipped
+    ``conf/data/<group>.yaml``, composed by Hydra; only values of keys that config has are
+    copied on (never :data:`INPUT_KEYS`, which are the model card's, nor :data:`LOCAL_KEYS`);
+    then the command line's schema and the datamodule's own bounds are applied. None when
+    there is no record."""
     record = read_data_record(raw_record, source)
     if record is None:
         return None
@@ -222,7 +223,7 @@ def recorded_data_config(raw_record: Any, source: str) -> tuple[str, DictConfig]
         node = OmegaConf.create(OmegaConf.to_container(node, resolve=False))
     merged = OmegaConf.create({"paths": composed.paths, "data": node})
     _check_recorded(merged.data, source)
-    return group, merged.data
+    return group, merged.data, record
 
 
 def _check_recorded(data: DictConfig, source: str) -> None:

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fersuite.callbacks.checkpointing import best_checkpoint
-from fersuite.config import validate_config
+from fersuite.config import current_overrides, validate_config
 from fersuite.reporting.wandb_utils import update_wandb_summary
 from fersuite.resume import (
     IGNORED_PREFIXES,
@@ -32,7 +32,6 @@ from fersuite.resume import (
     ApplyOptimizerConfig,
     FitMetrics,
     Resumed,
-    current_overrides,
     prepare_resume,
     read_wandb_id,
     remember_wandb_id,
