@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fersuite.config_schema import composition_hint
 from fersuite.errors import RunFailedError, is_user_error, one_line, storage_error
 from fersuite.utils.malloc import tune_malloc
 
@@ -91,7 +92,7 @@ def task_wrapper(fn: F) -> F:
                 _RUN_ERRORS.append(exc)
                 return None
             if is_user_error(exc):
-                log.error("job failed: %s", one_line(exc))
+                log.error("job failed: %s", message(exc))
             else:
                 log.error("job failed", exc_info=exc)
             raise
@@ -117,15 +118,21 @@ def _failures(sweeps: list[str]) -> tuple[int, int, str]:
     return failed, len(jobs), str(Path(existing[-1]) / "report.md")
 
 
+def message(exc: BaseException) -> str:
+    """What an app says about ``exc``, on one line: a command line Hydra cannot compose names
+    the closest valid key or option; anything else is :func:`fersuite.errors.one_line`."""
+    return composition_hint(exc) or one_line(exc)
+
+
 def _answer(prog: str, exc: BaseException) -> int:
     if is_user_error(exc):
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message(exc)}", file=sys.stderr, flush=True)
         return 2
     if isinstance(exc, RunFailedError) or storage_error(exc) == "disk_full":
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message(exc)}", file=sys.stderr, flush=True)
         return 1
     log.error("%s failed (a bug: please report it with this traceback)", prog, exc_info=exc)
-    print(f"{prog}: failed: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr, flush=True)
+    print(f"{prog}: failed: {type(exc).__name__}: {message(exc)}", file=sys.stderr, flush=True)
     return 1
 
 

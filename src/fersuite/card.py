@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fersuite.errors import UntrustedFileError
+from fersuite.errors import ModelCardFormatError
 from fersuite.types import InputSpec
 
 if TYPE_CHECKING:
@@ -72,10 +72,6 @@ CROP_KINDS = ("center", "whole", "box", "detector")
 #: ``mtcnn``: fersuite's default detector (weights in its pinned package); ``yunet``/``haar``
 #: need a model file (see :mod:`fersuite.data.faces`).
 DETECTORS = ("mtcnn", "yunet", "haar")
-
-
-class ModelCardFormatError(UntrustedFileError):
-    """A model card (checkpoint metadata or sidecar) that is not in the expected shape."""
 
 
 @dataclass(frozen=True)
@@ -588,7 +584,7 @@ def decode_face(
     ``box`` (stored-image pixels; ``kind='box'``) or else ``detector`` (``kind='detector'``;
     built by the caller: it needs a model file) gives the face, widened by the margin; without
     them the centre square. The flag is False when a detector found no face.
-    Raises :class:`fersuite.data.images.ImageReadError` for unreadable files.
+    Raises :class:`fersuite.errors.ImageReadError` for unreadable files.
     """
     from fersuite.data.faces import load_face
     from fersuite.data.images import color_mode
@@ -687,7 +683,7 @@ def training_card(
 
     A model config that is not the registry's (another ``_target_``) is stored as it is, as
     before the card; such a checkpoint cannot be rebuilt by fersuite (it never could)."""
-    from fersuite.checkpoint import ModelCardError
+    from fersuite.errors import ModelCardError
 
     raw = {
         "card_version": CARD_VERSION,

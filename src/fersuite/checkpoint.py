@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fersuite.card import BOUNDS, ModelCard, ModelCardFormatError
-from fersuite.models.weights import PretrainedWeightsError, describe_mismatch
+from fersuite.card import BOUNDS, ModelCard
+from fersuite.errors import ModelCardError, ModelCardFormatError, PretrainedWeightsError
+from fersuite.models.weights import describe_mismatch
 
 META_KEY = "fersuite"
 
@@ -35,10 +36,6 @@ META_KEY = "fersuite"
 MODEL_FACTORY = "fersuite.models.registry.create_model"
 _PLAIN = "plain values (str, int, float, bool, None and lists/dicts of them)"
 _KEYWORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
-
-
-class ModelCardError(PretrainedWeightsError):
-    """A model config read from a file is not an architecture name plus plain values."""
 
 
 def _refuse(source: str, what: str) -> ModelCardError:
@@ -117,8 +114,8 @@ def check_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
     interpolations) raises :class:`ModelCardError` with one line naming ``source``; nothing
     from the file is imported or called.
     """
-    from fersuite.config import ConfigError
     from fersuite.config_schema import check_target_node
+    from fersuite.errors import ConfigError
     from fersuite.models.registry import kwarg_problem, list_models
 
     if not isinstance(model_cfg, Mapping):

@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fersuite.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -23,10 +25,6 @@ def _config_dir() -> str:
 
 
 CONFIG_DIR = _config_dir()
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work, named with its key."""
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -21,9 +21,11 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 
 #: ``task.module`` names the LightningModule builder; ``distill`` (task=distill) its settings.
 TARGET_GROUPS = (
@@ -388,3 +390,32 @@ def validate_schema(cfg: DictConfig) -> None:
             if isinstance(node, Mapping) and "_target_" in node:
                 check_target_node(f"{group}.{name}", node)
     _check_reliability(cfg)
+
+
+def composition_hint(exc: BaseException) -> str | None:
+    """A command line Hydra cannot compose, answered with the closest valid choice: an unknown
+    key (``trainer.max_epoch=3``: Hydra's "Key ... is not in struct") → the closest key of the
+    composed config or of its ``_target_``'s signature; an unknown group option
+    (``model=mitfer``) → the closest option. None for any other error."""
+    if isinstance(exc, MissingConfigException):
+        group, _, option = str(exc.missing_cfg_file or "").rpartition("/")
+        options = [str(o) for o in exc.options or [] if not str(o).startswith("_")]
+        best = closest(option, options) if group and option else None
+        if best is None:
+            return None
+        where = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.missing_cfg_file
+        return f"{where}; did you mean {group}={best}? (options: {', '.join(options)})"
+    if not isinstance(exc, ConfigCompositionException):
+        return None
+    cause = exc.__cause__
+    if not isinstance(cause, ConfigAttributeError | ConfigKeyError):
+        return None
+    node, key, full_key = cause.parent_node, cause.key, cause.full_key
+    if not isinstance(node, DictConfig) or not isinstance(key, str) or not full_key:
+        return None
+    if key in node:
+        return None
+    try:
+        return unknown_key_hint(str(full_key), key, node)
+    except Exception:  # noqa: BLE001 - fall back to Hydra's own message
+        return None

@@ -32,9 +32,10 @@ from torch import nn
 
 from fersuite.card import ModelCard
 from fersuite.checkpoint import META_KEY, checkpoint_card, read_checkpoint, trained_model_card
-from fersuite.config import ConfigError, current_overrides, override_key, require_ckpt_path
+from fersuite.config import current_overrides, override_key, require_ckpt_path
 from fersuite.data.record import recorded_data_config
 from fersuite.deploy.base import exported_format
+from fersuite.errors import ConfigError
 from fersuite.labels import canonical_name, mapping_indices
 from fersuite.types import AffectOutput
 

@@ -15,16 +15,15 @@ from typing import Any
 
 import torch
 
-from fersuite.card import (
-    FaceCrop,
-    ModelCard,
+from fersuite.card import FaceCrop, ModelCard, input_transform, load_input, read_card_json
+from fersuite.deploy.base import FILES, exported_format
+from fersuite.errors import (
+    ExportError,
+    InputError,
     ModelCardFormatError,
-    input_transform,
-    load_input,
-    read_card_json,
+    PredictError,
+    UntrustedFileError,
 )
-from fersuite.deploy.base import FILES, ExportError, exported_format
-from fersuite.errors import UntrustedFileError, UserError
 from fersuite.types import AffectOutput
 from fersuite.utils.progress import track
 
@@ -49,19 +48,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 #: What fersuite-predict does at an input it cannot read (``on_error``).
 ON_ERROR = ("continue", "stop")
-
-
-class PredictError(UserError, ValueError):
-    """Bad input to fersuite-predict (one line naming the file or key)."""
-
-
-class InputError(PredictError):
-    """An input (image, video, camera, named path) that cannot be read: ``<file>: <why>``."""
-
-    def __init__(self, file: str, why: str) -> None:
-        super().__init__(f"{file}: {why}")
-        self.file = file
-        self.why = why
 
 
 def error_row(file: str | Path, why: str) -> dict[str, Any]:
@@ -208,7 +194,7 @@ def predict_files(
     ``face_crop`` overrides the card's (e.g. a detector chosen on the command line). A file
     that cannot be decoded raises :class:`InputError` (``on_error="stop"``) or, with
     ``on_error="continue"``, gets an :func:`error_row` in its place and the others go on."""
-    from fersuite.data.images import ImageReadError
+    from fersuite.errors import ImageReadError
 
     if on_error not in ON_ERROR:
         raise PredictError(f"on_error={on_error!r}; expected one of {'|'.join(ON_ERROR)}")

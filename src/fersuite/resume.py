@@ -51,8 +51,8 @@ import yaml
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fersuite.config import ConfigError, current_overrides, override_key
-from fersuite.errors import UntrustedFileError, UserError
+from fersuite.config import current_overrides, override_key
+from fersuite.errors import ConfigError, UntrustedFileError, UserError
 from fersuite.utils.io import atomic_write
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fersuite.card import FaceCrop, ModelCard, ModelCardFormatError, load_input
-from fersuite.checkpoint import ModelCardError, load_model_from_checkpoint
+from fersuite.card import FaceCrop, ModelCard, load_input
+from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.cli.predict import run
+from fersuite.errors import ModelCardError, ModelCardFormatError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LEGACY = FIXTURES / "legacy_lightweight_cnn.ckpt"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
+from fersuite.errors import ConfigError
 from tests.conftest import REPO, TINY, run_env
 
 BIN = Path(sys.executable).parent

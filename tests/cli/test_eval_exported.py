@@ -11,8 +11,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from fersuite.config import ConfigError
-from fersuite.errors import UserError
+from fersuite.errors import ConfigError, UserError
 from fersuite.evaluation import ExportedNet, evaluated_model
 from fersuite.types import AffectOutput
 from tests.cli.test_eval import SMALL_SYNTHETIC, _app, _compose, _tests

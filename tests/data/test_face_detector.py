@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fersuite.card import FaceCrop, ModelCard, ModelCardFormatError
+from fersuite.card import FaceCrop, ModelCard
 from fersuite.data import faces
 from fersuite.data.faces import Box, FaceFinder, load_face
+from fersuite.errors import ModelCardFormatError
 from fersuite.inference import choose_face_crop
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "faces"

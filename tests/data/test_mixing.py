@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fersuite.config import ConfigError
 from fersuite.data.mixing import BatchMixing, soft_targets
+from fersuite.errors import ConfigError
 from fersuite.losses import AffectLoss
 from fersuite.models.registry import create_model
 from fersuite.modules.affect_module import AffectModule, mixing_from_config

@@ -10,10 +10,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fersuite.card import ModelCard
-from fersuite.config import ConfigError
 from fersuite.data.record import training_data_record
 from fersuite.deploy.calibration import data_config_for, datamodule_for_card, image_batches
-from fersuite.errors import UntrustedFileError
+from fersuite.errors import ConfigError, UntrustedFileError
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.training.builders import checkpoint_metadata
 from tests.conftest import TINY

@@ -14,10 +14,9 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from fersuite.config import ConfigError
-from fersuite.deploy.base import ExportError
 from fersuite.deploy.calibration import export_data_config
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
+from fersuite.errors import ConfigError, ExportError
 from tests.cli.test_eval import _compose
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint

@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 from fersuite.evaluation import ClassRemap, class_index_map
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.types import AffectOutput

@@ -14,7 +14,8 @@ from omegaconf import open_dict
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
+from fersuite.errors import ConfigError
 from fersuite.losses import AffectLoss
 from fersuite.modules.affect_module import AffectModule
 from fersuite.training import make_trainer

@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
+from fersuite.errors import ConfigError
 from fersuite.monitoring import monitor_direction, optuna_direction
 from tests.conftest import TINY
 

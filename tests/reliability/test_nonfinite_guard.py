@@ -13,7 +13,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, open_dict
 
-from fersuite.callbacks.nonfinite_guard import NonFiniteError, NonFiniteGuard, nonfinite_grads
+from fersuite.callbacks.nonfinite_guard import NonFiniteGuard, nonfinite_grads
+from fersuite.errors import NonFiniteError
 
 #: 64 samples / batch 16 = 4 steps.
 FAST = [

@@ -91,7 +91,7 @@ def test_relevant_overrides_ignore_resume_and_hydra() -> None:
 
 @pytest.mark.parametrize("value", ["nowhere/run", "file.txt"])
 def test_bad_resume_value_is_a_config_error(cfg_factory, value: str) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.config import ConfigError
+    from fersuite.errors import ConfigError
     from fersuite.resume import resolve_resume
 
     with pytest.raises(ConfigError, match=r"resume=.*expected 'auto', a run dir"):

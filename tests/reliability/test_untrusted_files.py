@@ -16,18 +16,14 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from fersuite.checkpoint import (
-    ModelCardError,
-    build_model_from_card,
-    check_model_card,
-    load_model_from_checkpoint,
-)
+from fersuite.checkpoint import build_model_from_card, check_model_card, load_model_from_checkpoint
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.distill.teacher import load_teacher
+from fersuite.errors import ModelCardError, PretrainedWeightsError
 from fersuite.labels import CANONICAL_CLASSES
-from fersuite.models.weights import PretrainedWeightsError, load_state_dict_file
+from fersuite.models.weights import load_state_dict_file
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint
 

@@ -22,12 +22,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fersuite.card import ModelCard, ModelCardFormatError
-from fersuite.checkpoint import META_KEY, ModelCardError
+from fersuite.card import ModelCard
+from fersuite.checkpoint import META_KEY
 from fersuite.cli.eval import main as eval_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
+from fersuite.errors import ModelCardError, ModelCardFormatError
 from tests.export.helpers import ZOO, make_checkpoint
 from tests.security.apps import Victim, call_app
 

@@ -21,10 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fersuite.card import BOUNDS, FaceCrop, InputSpec, ModelCard, ModelCardFormatError
-from fersuite.checkpoint import ModelCardError
-from fersuite.errors import is_user_error
-from fersuite.inference import PredictError, read_sidecar
+from fersuite.card import BOUNDS, FaceCrop, InputSpec, ModelCard
+from fersuite.errors import ModelCardError, ModelCardFormatError, PredictError, is_user_error
+from fersuite.inference import read_sidecar
 
 #: an honest card, as fersuite-train stores it (plain JSON data)
 HONEST: dict[str, Any] = {

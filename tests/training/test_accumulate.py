@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from omegaconf import open_dict
 
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
+from fersuite.errors import ConfigError
 from fersuite.training import make_trainer
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from fersuite.card import ModelCard, frame_input, load_input
 from fersuite.data.faces import Box
-from fersuite.inference import PredictError
+from fersuite.errors import PredictError
 from fersuite.video.smoothing import Ema, OneEuro, SmoothingSettings
 from fersuite.video.tracker import IoUTracker, iou
 

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 from fersuite.profiling import (
     LATENCY_PROTOCOL,
     LatencyProtocol,

@@ -48,12 +48,10 @@ from typing import Any
 import torch
 
 from fersuite.cli._args import Key, help_text, parse_keys, wants_help
-from fersuite.errors import UntrustedFileError
+from fersuite.errors import InputError, PredictError, UntrustedFileError, VideoReadError
 from fersuite.inference import (
     IMAGE_SUFFIXES,
     ON_ERROR,
-    InputError,
-    PredictError,
     Predictor,
     choose_face_crop,
     error_row,
@@ -70,7 +68,7 @@ from fersuite.video.app import (
     predict_videos,
     video_settings,
 )
-from fersuite.video.reader import VIDEO_SUFFIXES, VideoReadError
+from fersuite.video.reader import VIDEO_SUFFIXES
 from fersuite.video.run import VideoResult
 
 KEYS = [
@@ -240,7 +238,7 @@ def run(argv: Sequence[str]) -> list[dict[str, Any]]:
     """Predict every input of ``argv`` and write ``output``; the rows. An unreadable input:
     see the module docstring (:class:`InputError` with ``on_error=stop``, else
     :class:`InputsFailedError` after the others were written)."""
-    from fersuite.models.weights import PretrainedWeightsError
+    from fersuite.errors import PretrainedWeightsError
     from fersuite.utils.console import make_console
 
     cfg = parse_args(argv)

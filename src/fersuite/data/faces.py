@@ -27,8 +27,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from fersuite.config import ConfigError
-from fersuite.data.images import ColorMode, ImageReadError, crop_resize, open_image, to_mode
+from fersuite.data.images import ColorMode, crop_resize, open_image, to_mode
+from fersuite.errors import ConfigError, ImageReadError
 
 FACE_DETECTORS = ("none", "mtcnn", "yunet", "haar")
 #: The detector used when none is named (fersuite-predict on a model trained on cut faces).

@@ -32,9 +32,10 @@ from fersuite.data.base import SPLITS, ArraySplit
 from fersuite.data.cache import CacheWriter, content_identity
 from fersuite.data.cached import CachedDataModule, stratified_split
 from fersuite.data.csvio import CsvTable, FieldError, parse_float, require_dir, require_file
-from fersuite.data.errors import BadSamples, DataFormatError
+from fersuite.data.errors import BadSamples
 from fersuite.data.faces import FaceDetector, FaceFinder, make_detector
 from fersuite.data.images import IMAGE_EXTENSIONS
+from fersuite.errors import DataFormatError
 from fersuite.labels import ALIASES, CANONICAL_CLASSES, canonical_name
 
 log = logging.getLogger(__name__)

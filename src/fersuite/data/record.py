@@ -27,9 +27,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from fersuite.config import CONFIG_DIR, ConfigError
+from fersuite.config import CONFIG_DIR
 from fersuite.config_schema import check_target_node
-from fersuite.errors import UntrustedFileError, is_user_error, one_line
+from fersuite.errors import ConfigError, UntrustedFileError, is_user_error, one_line
 
 __all__ = [
     "INPUT_KEYS",

@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from fersuite.card import ModelCard
-from fersuite.config import ConfigError
 from fersuite.config_schema import check_target_node
 from fersuite.data.record import INPUT_KEYS, recorded_data_config
+from fersuite.errors import ConfigError
 
 __all__ = [
     "INPUT_KEYS",

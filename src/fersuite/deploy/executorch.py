@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from fersuite.card import BOUNDS, ModelCard
-from fersuite.deploy.base import ExportError, first_line, log, quiet
-from fersuite.errors import UntrustedFileError
+from fersuite.deploy.base import first_line, log, quiet
+from fersuite.errors import ExportError, UntrustedFileError
 from fersuite.types import AffectOutput
 
 __all__ = ["MAX_BYTES", "MAX_PLANNED_BYTES", "ExecuTorchModel", "export_executorch"]
@@ -170,7 +170,7 @@ def export_executorch(
     activations) calibrated on every image of ``calibration`` (normalised batches, any N).
 
     Returns ``{"exporter", "backend", "opset", "fallback_reason", "quantize",
-    "calibration_images"}``; raises :class:`~fersuite.deploy.base.ExportError` (one line)."""
+    "calibration_images"}``; raises :class:`~fersuite.errors.ExportError` (one line)."""
     x = example[:1].detach().float().contiguous()
     quantize = None if calibration is None else "int8"
     start = time.perf_counter()

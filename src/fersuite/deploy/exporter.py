@@ -28,8 +28,8 @@ from omegaconf import DictConfig
 
 from fersuite.card import ModelCard, parse_card_json
 from fersuite.checkpoint import load_model_from_checkpoint
-from fersuite.config import ConfigError, settings_keys
-from fersuite.deploy.base import FILES, INPUT_NAME, OUTPUT_NAMES, ExportError, TupleOutput
+from fersuite.config import settings_keys
+from fersuite.deploy.base import FILES, INPUT_NAME, OUTPUT_NAMES, TupleOutput
 from fersuite.deploy.calibration import datamodule_for_card, image_batches
 from fersuite.deploy.onnx import OnnxModel, export_onnx
 from fersuite.deploy.torchscript import TorchScriptModel, export_torchscript
@@ -39,7 +39,7 @@ from fersuite.deploy.verify import (
     latencies,
     verification_inputs,
 )
-from fersuite.errors import UntrustedFileError
+from fersuite.errors import ConfigError, ExportError, UntrustedFileError
 from fersuite.utils.io import atomic_path, atomic_write_json, json_default
 
 __all__ = ["EXPORTERS", "ExportSettings", "export_checkpoint", "sidecar"]

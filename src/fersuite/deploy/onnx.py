@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from fersuite.card import BOUNDS, ModelCard
-from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, ExportError, first_line, log, quiet
-from fersuite.errors import UntrustedFileError
+from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, first_line, log, quiet
+from fersuite.errors import ExportError, UntrustedFileError
 from fersuite.types import AffectOutput
 
 __all__ = ["MAX_BYTES", "OnnxModel", "export_onnx", "read_onnx"]

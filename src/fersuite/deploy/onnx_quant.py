@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fersuite.deploy.base import INPUT_NAME, ExportError, first_line, quiet
+from fersuite.deploy.base import INPUT_NAME, first_line, quiet
+from fersuite.errors import ExportError
 
 __all__ = ["MODES", "cpu_vnni", "quantize_onnx"]
 

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from fersuite.card import ModelCard, input_transform, load_input
-from fersuite.deploy.base import OUTPUT_NAMES, ExportError
+from fersuite.deploy.base import OUTPUT_NAMES
+from fersuite.errors import ExportError
 from fersuite.profiling import measure_latency
 
 __all__ = [

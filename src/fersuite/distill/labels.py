@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 from fersuite.labels import CANONICAL_CLASSES, canonical_name
 
 __all__ = ["ClassMap", "default_teacher_classes"]

@@ -12,9 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fersuite.config import ConfigError
 from fersuite.distill.labels import default_teacher_classes
-from fersuite.models.weights import PretrainedWeightsError
+from fersuite.errors import ConfigError, PretrainedWeightsError
 from fersuite.types import AffectOutput, InputSpec
 
 __all__ = ["TEACHER_KINDS", "FrozenTeacher", "file_sha256", "load_teacher"]

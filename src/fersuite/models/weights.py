@@ -9,12 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fersuite.errors import PretrainedWeightsError
+
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
 _PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Raised when local weights are missing, unsafe, or do not fit the model."""
 
 
 def require_local_weights(pretrained: bool, path: str | None, what: str) -> None:

@@ -31,12 +31,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from fersuite.config import ConfigError
 from fersuite.data.mixing import BatchMixing
 from fersuite.distill.adapt import adapt_images, same_input, spec_from
 from fersuite.distill.cache import TeacherOutputCache, TeacherOutputs
 from fersuite.distill.labels import ClassMap
 from fersuite.distill.teacher import FrozenTeacher, load_teacher
+from fersuite.errors import ConfigError
 from fersuite.losses.distill import DistillationLoss, FeatureHint
 from fersuite.metrics.affect import AffectMetrics
 from fersuite.modules.affect_module import (

@@ -33,7 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fersuite.callbacks.efficiency import model_input_shape
-from fersuite.config import ConfigError, settings_keys, validate_config
+from fersuite.config import settings_keys, validate_config
+from fersuite.errors import ConfigError
 from fersuite.profiling import (
     LATENCY_PROTOCOL,
     LatencyProtocol,

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fersuite.callbacks.checkpointing import RunCheckpoint
 from fersuite.card import ModelCard
 from fersuite.checkpoint import load_model_from_checkpoint
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 from fersuite.evaluation import ClassRemap, same_classes
 from fersuite.utils.io import AtomicCheckpointIO
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from fersuite.errors import UserError
+from fersuite.errors import RunLockedError
 from fersuite.utils.io import pid_alive
 
 __all__ = ["LOCK_NAME", "RunLockCallback", "RunLockedError", "acquire", "release", "release_all"]
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".run.lock"
 #: realpath of a held lock file -> [its open fd, how many holders in this process]
 _HELD: dict[str, list[int]] = {}
-
-
-class RunLockedError(UserError):
-    """Another live run writes into this run dir."""
 
 
 def _holder(fd: int) -> dict[str, Any]:

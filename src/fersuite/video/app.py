@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from fersuite.cli._args import Key
-from fersuite.inference import IMAGE_SUFFIXES, PredictError, Predictor
+from fersuite.errors import PredictError
+from fersuite.inference import IMAGE_SUFFIXES, Predictor
 from fersuite.video.reader import VIDEO_SUFFIXES, FrameSampling, VideoReader, is_video
 from fersuite.video.run import VideoResult, VideoSettings, predict_video
 from fersuite.video.smoothing import SmoothingSettings

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fersuite.inference import PredictError
+from fersuite.errors import PredictError, VideoReadError
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -36,10 +36,6 @@ __all__ = [
 
 #: File name endings read as videos (lower case).
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-
-
-class VideoReadError(PredictError):
-    """A video or camera that cannot be read (one line naming it)."""
 
 
 def camera_index(source: str) -> int | None:

@@ -26,7 +26,8 @@ import torch
 
 from fersuite.card import FaceCrop, frame_input, input_transform
 from fersuite.data.faces import Box, center_crop, detect_faces
-from fersuite.inference import PredictError, Predictor
+from fersuite.errors import PredictError
+from fersuite.inference import Predictor
 from fersuite.video.reader import Frame, FrameSampling, VideoReader
 from fersuite.video.smoothing import FaceSmoother, SmoothingSettings
 from fersuite.video.tracker import IoUTracker
