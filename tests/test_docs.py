@@ -289,9 +289,9 @@ def check_composes(parsed: Parsed) -> list[DictConfig]:
 
 
 #: What each runnable app gets appended so that it runs in seconds.
-TINY_DATA = ["data.train_size=96", "data.val_size=48", "data.test_size=48"]
+TINY_DATA = ["data.train_size=64", "data.val_size=32", "data.test_size=32"]
 TINY_APP = {
-    "train": [*TINY, "logger=csv"],
+    "train": [*TINY, *TINY_DATA, "logger=csv"],
     "data": TINY_DATA,
     "profile": [
         "profile.latency_runs=3",

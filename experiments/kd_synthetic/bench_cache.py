@@ -37,7 +37,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from fersuite.card import training_card
+from fersuite.checkpoint import training_card
 from fersuite.config import CONFIG_DIR
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.registry import create_model

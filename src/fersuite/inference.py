@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
-from fersuite.card import FaceCrop, ModelCard, input_transform, load_input, read_card_json
+from fersuite.card import FaceCrop, ModelCard, read_card_json
+from fersuite.checkpoint import read_card
+from fersuite.data.preprocess import input_transform, load_input
 from fersuite.deploy.base import FILES, exported_format
 from fersuite.errors import (
     ExportError,
@@ -90,7 +92,7 @@ def read_sidecar(model_path: Path) -> ModelCard:
         )
     try:  # bounded (size, then nesting depth, then parsed), then every bound of the card; the
         # model config is checked, never built here: a sidecar naming code is refused
-        return ModelCard.from_dict(read_card_json(sidecar), str(sidecar))
+        return read_card(read_card_json(sidecar), str(sidecar))
     except ModelCardFormatError as exc:
         raise PredictError(str(exc)) from exc
 

@@ -10,6 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fersuite.card import ModelCard
+from fersuite.checkpoint import read_card
 from fersuite.data.record import training_data_record
 from fersuite.deploy.calibration import data_config_for, datamodule_for_card, image_batches
 from fersuite.errors import ConfigError, UntrustedFileError
@@ -21,7 +22,7 @@ SYNTH = "fersuite.data.synthetic_datamodule.SyntheticDataModule"
 
 
 def _card(classes: tuple[str, ...] = CANONICAL_CLASSES, size: int = 32) -> ModelCard:
-    return ModelCard.from_dict(
+    return read_card(
         {
             "model_cfg": {
                 "_target_": "fersuite.models.registry.create_model",

@@ -9,8 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fersuite.card import training_card
-from fersuite.checkpoint import load_model_from_checkpoint
+from fersuite.checkpoint import load_model_from_checkpoint, training_card
 from fersuite.distill.teacher import load_teacher
 from fersuite.errors import ConfigError, PretrainedWeightsError
 from fersuite.models.emonet import EmoNet

@@ -22,8 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fersuite.card import ModelCard
-from fersuite.checkpoint import META_KEY
+from fersuite.checkpoint import META_KEY, read_card
 from fersuite.cli.eval import main as eval_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
@@ -288,7 +287,7 @@ def test_each_card_bound_is_one_line_naming_the_key(
     card = copy.deepcopy(card_dict)
     change(card)
     with pytest.raises(ModelCardFormatError, match=match) as err:
-        ModelCard.from_dict(card, "some/m.ckpt")
+        read_card(card, "some/m.ckpt")
     assert str(err.value).startswith("some/m.ckpt: ")
     assert "\n" not in str(err.value)
 

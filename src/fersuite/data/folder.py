@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fersuite.card import FaceCrop, decode_face
+from fersuite.card import FaceCrop
 from fersuite.data.base import SPLITS, ArraySplit
 from fersuite.data.cache import CacheWriter, content_identity
 from fersuite.data.cached import CachedDataModule, stratified_split
@@ -35,6 +35,7 @@ from fersuite.data.csvio import CsvTable, FieldError, parse_float, require_dir, 
 from fersuite.data.errors import BadSamples
 from fersuite.data.faces import FaceDetector, FaceFinder, make_detector
 from fersuite.data.images import IMAGE_EXTENSIONS
+from fersuite.data.preprocess import decode_face
 from fersuite.errors import DataFormatError
 from fersuite.labels import ALIASES, CANONICAL_CLASSES, canonical_name
 

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig
 
 from fersuite.card import ModelCard, parse_card_json
-from fersuite.checkpoint import load_model_from_checkpoint
+from fersuite.checkpoint import load_model_from_checkpoint, read_card
 from fersuite.config import settings_keys
 from fersuite.deploy.base import FILES, INPUT_NAME, OUTPUT_NAMES, TupleOutput
 from fersuite.deploy.calibration import datamodule_for_card, image_batches
@@ -368,6 +368,6 @@ def export_checkpoint(
     # model.json is only ever a card that its readers accept (read_sidecar's bounds)
     text = json.dumps(info_out, sort_keys=True, allow_nan=False, default=json_default)
     written = str(out / "model.json")
-    ModelCard.from_dict(parse_card_json(text.encode(), written), written)
+    read_card(parse_card_json(text.encode(), written), written)
     atomic_write_json(out / "model.json", info_out)
     return info_out

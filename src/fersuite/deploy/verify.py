@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fersuite.card import ModelCard, input_transform, load_input
+from fersuite.card import ModelCard
+from fersuite.data.preprocess import input_transform, load_input
 from fersuite.deploy.base import OUTPUT_NAMES
 from fersuite.errors import ExportError
 from fersuite.profiling import measure_latency

@@ -115,7 +115,7 @@ def checkpoint_metadata(
     ``has_va``: the model's valence/arousal heads were trained (the module's ``has_va``: data
     with VA and a loss that trains it); defaults to the dataset's. The face crop is the
     datamodule's ``face_crop``."""
-    from fersuite.card import training_card
+    from fersuite.checkpoint import training_card
     from fersuite.data.record import training_data_record
 
     card = training_card(

@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from fersuite.card import FaceCrop, frame_input, input_transform
+from fersuite.card import FaceCrop
 from fersuite.data.faces import Box, center_crop, detect_faces
+from fersuite.data.preprocess import frame_input, input_transform
 from fersuite.errors import PredictError
 from fersuite.inference import Predictor
 from fersuite.video.reader import Frame, FrameSampling, VideoReader
