@@ -103,7 +103,7 @@ def compose_cfg(mode: str, teacher_ckpt: Path, cache_dir: Path, extra: list[str]
 
 
 def run_once(mode: str, teacher_ckpt: Path, cache_dir: Path, epochs: int, extra: list[str]) -> Any:
-    from fersuite.training import build_module
+    from fersuite.runs.builders import build_module
 
     cfg = compose_cfg(mode, teacher_ckpt, cache_dir, extra)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)

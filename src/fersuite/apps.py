@@ -37,25 +37,18 @@ from typing import Any, TypeVar
 
 from fersuite.config_schema import composition_hint
 from fersuite.errors import RunFailedError, is_user_error, one_line, storage_error
+from fersuite.reporting.hydra_callback import SWEEPS_STARTED
 from fersuite.utils.malloc import tune_malloc
 
-__all__ = ["in_multirun", "note_multirun", "run_app", "task_wrapper"]
+__all__ = ["in_multirun", "message", "run_app", "task_wrapper"]
 
 log = logging.getLogger("fersuite.apps")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Sweep dirs of the multiruns started in this process (noted by the sweep report callback).
-_SWEEPS: list[str] = []
 #: The exception of a failed single run, handed from the task function to run_app (so that
 #: Hydra does not print its own report of it).
 _RUN_ERRORS: list[BaseException] = []
-
-
-def note_multirun(sweep_dir: str | os.PathLike[str]) -> None:
-    """Called at the start of every multirun
-    (:class:`fersuite.reporting.hydra_callback.SweepReportCallback`)."""
-    _SWEEPS.append(str(sweep_dir))
 
 
 def in_multirun() -> bool:
@@ -145,7 +138,7 @@ def run_app(app: str, main: Callable[..., Any], *args: Any) -> None:
     """
     prog = f"fersuite-{app}"
     tune_malloc()  # before the first large allocation (FERSUITE_MALLOC_TUNING=0: off)
-    _SWEEPS.clear()
+    SWEEPS_STARTED.clear()
     _RUN_ERRORS.clear()
     saved = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -162,7 +155,7 @@ def run_app(app: str, main: Callable[..., Any], *args: Any) -> None:
         _finish_wandb()
     if error is None and _RUN_ERRORS:
         error = _RUN_ERRORS[0]
-    failed, total, report = _failures(_SWEEPS) if _SWEEPS else (0, 0, "")
+    failed, total, report = _failures(SWEEPS_STARTED) if SWEEPS_STARTED else (0, 0, "")
     if failed:
         # Jobs failed (each recorded in its error.txt and the report); the sweeper may also
         # have re-raised one of them at the end (Hydra's basic sweeper does).

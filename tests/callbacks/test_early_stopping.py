@@ -18,7 +18,7 @@ from fersuite.errors import ConfigError
 from fersuite.losses import AffectLoss
 from fersuite.models.registry import create_model
 from fersuite.modules.affect_module import AffectModule
-from fersuite.training.builders import build_callbacks
+from fersuite.runs.builders import build_callbacks
 
 
 def test_stops_before_max_epochs_when_the_monitor_stalls(tmp_path: Path) -> None:

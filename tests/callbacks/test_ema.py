@@ -19,7 +19,7 @@ from fersuite.errors import ConfigError
 from fersuite.losses import AffectLoss
 from fersuite.models.registry import create_model
 from fersuite.modules.affect_module import AffectModule
-from fersuite.training.builders import build_callbacks
+from fersuite.runs.builders import build_callbacks
 
 
 def _setup() -> tuple[AffectModule, SyntheticDataModule]:

@@ -110,7 +110,7 @@ def test_each_dataset_records_its_face_crop(tmp_path: Path) -> None:
 def test_training_stores_the_datamodules_face_crop(cfg_factory) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from fersuite.training import checkpoint_metadata
+    from fersuite.runs.builders import checkpoint_metadata
 
     cfg = cfg_factory(["model=lightweight_cnn"])
     crop = FaceCrop("detector", 0.2, "yunet", 0.6, True, 64)

@@ -41,7 +41,7 @@ def exported(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _evaluate(name: str, path: Path, data: list[str], out: Path, *extra: str) -> dict:
     from fersuite.evaluation import evaluate
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     overrides = [*data, f"ckpt_path={path}", "logger=none", *extra]
     run = evaluate if name == "eval" else train

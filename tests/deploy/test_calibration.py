@@ -15,7 +15,7 @@ from fersuite.data.record import training_data_record
 from fersuite.deploy.calibration import data_config_for, datamodule_for_card, image_batches
 from fersuite.errors import ConfigError, UntrustedFileError
 from fersuite.labels import CANONICAL_CLASSES
-from fersuite.training.builders import checkpoint_metadata
+from fersuite.runs.builders import checkpoint_metadata
 from tests.conftest import TINY
 
 SYNTH = "fersuite.data.synthetic_datamodule.SyntheticDataModule"

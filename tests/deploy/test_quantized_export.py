@@ -33,7 +33,7 @@ FAST: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A briefly trained lightweight CNN whose checkpoint records its (synthetic) data."""
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     tmp = tmp_path_factory.mktemp("qtrain")
     over = [*TINY, "logger=none", "model=lightweight_cnn", "trainer.max_epochs=2"]

@@ -18,7 +18,7 @@ from fersuite.config import validate_config
 from fersuite.errors import ConfigError
 from fersuite.losses import AffectLoss
 from fersuite.modules.affect_module import AffectModule
-from fersuite.training import make_trainer
+from fersuite.runs.setup import make_trainer
 from fersuite.types import AffectOutput
 
 CLASSES = ("a", "b", "c")

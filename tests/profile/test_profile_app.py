@@ -19,7 +19,7 @@ from torch.nn.functional import scaled_dot_product_attention
 
 from fersuite.config import CONFIG_DIR
 from fersuite.errors import ConfigError
-from fersuite.profiling.records import ProfileSettings, profile_config, profile_model
+from fersuite.reporting.profiles import ProfileSettings, profile_config, profile_model
 from fersuite.types import AffectOutput, InputSpec
 from tests.conftest import run_env
 

@@ -93,7 +93,7 @@ def test_distillation_teacher_checkpoint_refuses(evil: tuple[Path, Path]) -> Non
 def test_training_resume_refuses_before_loading_data(  # type: ignore[no-untyped-def]
     cfg_factory, evil: tuple[Path, Path], tmp_path: Path, how: str
 ) -> None:
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     path, marker = evil
     run = tmp_path / "run"
@@ -270,7 +270,7 @@ def test_predict_refuses_a_nested_target(
 def test_train_app_refuses_a_nested_target(  # type: ignore[no-untyped-def]
     cfg_factory, armed: Armed, tmp_path: Path, how: str
 ) -> None:
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     if how == "evaluate":  # fersuite-train train=false ckpt_path=<file>
         overrides = ["train=false", f"ckpt_path={armed.ckpt}"]
@@ -287,7 +287,7 @@ def test_resume_never_rebuilds_from_the_stored_model_config(  # type: ignore[no-
     cfg_factory, tmp_path: Path
 ) -> None:
     """Resuming builds the model from the run's own config; the file only supplies state."""
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     armed = Armed(tmp_path / "attack", "open")
     cfg = cfg_factory([*TINY, f"ckpt_path={armed.ckpt}", "logger=none"])

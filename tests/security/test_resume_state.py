@@ -46,7 +46,7 @@ KEY = "ModelCheckpoint{"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-epoch run (its ``checkpoints/last.ckpt`` is resumed below)."""
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     base = tmp_path_factory.mktemp("trained")
     cfg = compose_train(RUN, base)

@@ -10,7 +10,7 @@ from omegaconf import open_dict
 
 from fersuite.config import validate_config
 from fersuite.errors import ConfigError
-from fersuite.training import make_trainer
+from fersuite.runs.setup import make_trainer
 
 
 @pytest.mark.parametrize(

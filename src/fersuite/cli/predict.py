@@ -48,6 +48,13 @@ from typing import Any
 import torch
 
 from fersuite.cli._args import Key, help_text, parse_keys, wants_help
+from fersuite.cli.predict_video import (
+    VIDEO_KEYS,
+    _video_out,
+    find_inputs,
+    predict_videos,
+    video_settings,
+)
 from fersuite.errors import InputError, PredictError, UntrustedFileError, VideoReadError
 from fersuite.inference import (
     IMAGE_SUFFIXES,
@@ -60,13 +67,6 @@ from fersuite.inference import (
     predict_files,
     print_predictions,
     write_predictions,
-)
-from fersuite.video.app import (
-    VIDEO_KEYS,
-    _video_out,
-    find_inputs,
-    predict_videos,
-    video_settings,
 )
 from fersuite.video.reader import VIDEO_SUFFIXES
 from fersuite.video.run import VideoResult

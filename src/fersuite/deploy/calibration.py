@@ -104,7 +104,7 @@ def image_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``n`` images of ``split`` (a seeded random subset, after ``skip`` of them), as the model
     sees them at evaluation (no augmentation), with hard labels in the *model's* class order."""
-    from fersuite.evaluation import class_index_map, same_classes
+    from fersuite.labels import class_index_map, same_classes
 
     ds = dm.dataset(split, train=False)
     total = len(ds)

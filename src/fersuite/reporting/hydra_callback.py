@@ -43,6 +43,11 @@ def _record_failure(hydra_cfg: Any, job_return: Any) -> None:
         log.warning("could not record the failure of a job: %s", exc)
 
 
+#: Sweep dirs of the multiruns started in this process, in order (read by
+#: :func:`fersuite.apps.run_app` to count the failed jobs).
+SWEEPS_STARTED: list[str] = []
+
+
 class SweepReportCallback(Callback):
     """Hydra callback: writes the sweep report during and at the end of every multirun.
 
@@ -90,10 +95,8 @@ class SweepReportCallback(Callback):
             self._write(str(hydra_cfg.sweep.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from fersuite.apps import note_multirun
-
         # The app's exit status counts this sweep's failed jobs (fersuite.apps.run_app).
-        note_multirun(str(config.hydra.sweep.dir))
+        SWEEPS_STARTED.append(str(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = str(config.hydra.sweep.dir)

@@ -32,7 +32,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from fersuite.callbacks.efficiency import model_input_shape
 from fersuite.config import settings_keys, validate_config
 from fersuite.errors import ConfigError
 from fersuite.profiling import (
@@ -43,6 +42,7 @@ from fersuite.profiling import (
     format_macs,
     measure_speed,
 )
+from fersuite.profiling.macs import model_input_shape
 from fersuite.reporting.sweep import PROFILE_COLUMNS, model_label
 from fersuite.reporting.tables import write_csv
 from fersuite.utils.io import atomic_write_json

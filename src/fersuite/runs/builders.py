@@ -15,7 +15,8 @@ from fersuite.callbacks.checkpointing import RunCheckpoint
 from fersuite.card import ModelCard
 from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.errors import ConfigError
-from fersuite.evaluation import ClassRemap, same_classes
+from fersuite.labels import same_classes
+from fersuite.models.heads import ClassRemap
 from fersuite.utils.io import AtomicCheckpointIO
 
 __all__ = [
@@ -84,7 +85,7 @@ def build_loggers(
     for name, lg_cfg in (cfg.get("logger") or {}).items():
         if lg_cfg is None:
             continue
-        # Resuming: continue the same W&B run (fersuite.resume keeps its id in the run dir).
+        # Resuming: continue the same W&B run (fersuite.runs.resume keeps its id in the run dir).
         extra: dict[str, Any] = (
             {"id": wandb_id, "resume": "allow"} if wandb_id and "wandb" in name else {}
         )

@@ -1,5 +1,6 @@
 """The video half of ``fersuite-predict``: its keys, inputs that are videos or cameras, the
-progress bar, the per-video trace plots and annotated videos, and the printed summary."""
+progress bar, the per-video trace plots and annotated videos, and the printed summary (the
+work itself is :mod:`fersuite.video`)."""
 
 from __future__ import annotations
 
