@@ -35,9 +35,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
 from fersuite.config_schema import composition_hint
 from fersuite.errors import RunFailedError, is_user_error, one_line, storage_error
+from fersuite.loggers import finish_wandb
 from fersuite.reporting.hydra_callback import SWEEPS_STARTED
+from fersuite.reporting.sweep import collect_sweep
 from fersuite.utils.malloc import tune_malloc
 
 __all__ = ["in_multirun", "message", "run_app", "task_wrapper"]
@@ -54,16 +59,12 @@ _RUN_ERRORS: list[BaseException] = []
 def in_multirun() -> bool:
     """True inside a job of a Hydra multirun, however it was started (CLI flag or config)."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:  # noqa: BLE001 - no Hydra job (library use)
         return False
 
 
 def _finish_wandb() -> None:
-    from fersuite.loggers import finish_wandb
 
     finish_wandb()
 
@@ -97,7 +98,6 @@ def task_wrapper(fn: F) -> F:
 
 def _failures(sweeps: list[str]) -> tuple[int, int, str]:
     """(failed jobs, jobs, report path) over the sweep dirs of this process."""
-    from fersuite.reporting.sweep import collect_sweep
 
     existing = [s for s in sweeps if Path(s).is_dir()]
     if not existing:

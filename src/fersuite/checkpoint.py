@@ -32,7 +32,14 @@ from fersuite.card import (
     plain_model_cfg,
     short_repr,
 )
-from fersuite.errors import ModelCardError, ModelCardFormatError, PretrainedWeightsError
+from fersuite.config_schema import check_target_node
+from fersuite.errors import (
+    ConfigError,
+    ModelCardError,
+    ModelCardFormatError,
+    PretrainedWeightsError,
+)
+from fersuite.models.registry import create_model, kwarg_problem, list_models
 from fersuite.models.weights import describe_mismatch
 
 META_KEY = "fersuite"
@@ -48,9 +55,6 @@ def check_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
     interpolations) raises :class:`ModelCardError` with one line naming ``source``; nothing
     from the file is imported or called.
     """
-    from fersuite.config_schema import check_target_node
-    from fersuite.errors import ConfigError
-    from fersuite.models.registry import kwarg_problem, list_models
 
     card = plain_model_cfg(model_cfg, source)
     arch = card.get("arch")
@@ -72,7 +76,6 @@ def check_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
 def build_model_from_card(model_cfg: Any, source: str, **overrides: Any) -> nn.Module:
     """Check ``model_cfg`` (:func:`check_model_card`) and build it through the model registry;
     ``overrides`` (e.g. ``num_classes``) are the caller's own keyword values."""
-    from fersuite.models.registry import create_model
 
     card = check_model_card(model_cfg, source)
     kwargs = {k: v for k, v in card.items() if k not in ("_target_", "arch")}

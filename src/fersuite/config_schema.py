@@ -21,11 +21,16 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import timm
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from fersuite.errors import ConfigError
+from fersuite.models.registry import get_model_class, list_models
+from fersuite.models.timm_backbone import check_input_size
+from fersuite.monitoring import monitor_direction
 
 #: ``task.module`` names the LightningModule builder; ``distill`` (task=distill) its settings.
 TARGET_GROUPS = (
@@ -53,7 +58,6 @@ class Signature:
 
 
 def _locate(key: str, target: str) -> Any:
-    from hydra.utils import get_object
 
     try:
         return get_object(target)
@@ -232,8 +236,6 @@ def _check_dataclass_keys(key: str, value: Mapping[str, Any], cls: type) -> None
 def target_signature(key: str, node: Mapping[str, Any]) -> Signature:
     target = str(node["_target_"])
     if target == _MODEL_FACTORY and node.get("arch") is not None:
-        from fersuite.models.registry import get_model_class, list_models
-
         if node["arch"] not in list_models():
             raise ConfigError(f"{key}.arch={node['arch']!r}; expected one of {list_models()}")
         sig = signature_of(get_model_class(str(node["arch"])))
@@ -278,9 +280,6 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
 def _check_model(model: Mapping[str, Any]) -> None:
     if model.get("arch") != "timm" or "name" not in model:
         return
-    import timm
-
-    from fersuite.models.timm_backbone import check_input_size
 
     name = str(model["name"])
     if name not in timm.list_models():
@@ -365,7 +364,6 @@ def _check_monitor(cfg: DictConfig) -> None:
     monitor = cfg.get("monitor")
     if monitor is None:
         return
-    from fersuite.monitoring import monitor_direction
 
     monitor_direction(str(monitor), cfg.get("monitor_mode"))
 

@@ -17,6 +17,14 @@ from __future__ import annotations
 import errno
 import functools
 
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+    SearchPathException,
+)
+
 __all__ = [
     "ConfigError",
     "DataFormatError",
@@ -120,12 +128,6 @@ class ExportError(RunFailedError, RuntimeError):
 @functools.cache
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes whose message names the bad input (imported on first use)."""
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-        SearchPathException,
-    )
 
     return (
         UserError,
@@ -142,7 +144,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def _unwrapped(exc: BaseException) -> BaseException:
     """The error below Hydra's ``InstantiationException`` wrapping (a constructor that
     rejected its config value raises a user error, which Hydra wraps)."""
-    from hydra.errors import InstantiationException
 
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__

@@ -27,17 +27,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from fersuite.card import ModelCard
-from fersuite.checkpoint import META_KEY, checkpoint_card, read_checkpoint, trained_model_card
+from fersuite.checkpoint import (
+    META_KEY,
+    checkpoint_card,
+    load_model_from_checkpoint,
+    read_checkpoint,
+    trained_model_card,
+)
 from fersuite.config import current_overrides, override_key, require_ckpt_path
 from fersuite.data.record import recorded_data_config
 from fersuite.deploy.base import exported_format
 from fersuite.errors import ConfigError
+from fersuite.inference import load_predictor, read_sidecar
 from fersuite.labels import same_classes
 from fersuite.models.heads import ClassRemap
+from fersuite.modules.affect_module import build_affect_module
+from fersuite.runs.setup import finish_run, make_trainer, prepare_run
 from fersuite.types import AffectOutput
 
 __all__ = [
@@ -111,7 +122,6 @@ def _sidecar_facts(path: Path) -> tuple[str | None, int]:
 
 def evaluated_model(path: str | Path) -> EvaluatedModel:
     """The model card of a ``.ckpt`` (its metadata) or of an exported model (its sidecar)."""
-    from fersuite.inference import read_sidecar
 
     p = Path(path)
     fmt = exported_format(p)
@@ -178,7 +188,6 @@ def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: lis
     overrides applied on top; a checkpoint without a record (older, or an exported model)
     keeps the default dataset, and says so. The input keys are the card's: an override that
     contradicts the card is refused."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     card = model.card
     want = {
@@ -267,11 +276,8 @@ class ExportedNet(nn.Module):
 def load_evaluated_net(model: EvaluatedModel) -> nn.Module:
     """The network of a checkpoint, or an exported model's runner as :class:`ExportedNet`."""
     if not model.exported:
-        from fersuite.checkpoint import load_model_from_checkpoint
-
         net, _ = load_model_from_checkpoint(model.path)
         return net
-    from fersuite.inference import load_predictor
 
     predictor = load_predictor(model.path)
     n = len(model.card.class_names)
@@ -293,10 +299,6 @@ def net_for_dataset(net: nn.Module, card: ModelCard, datamodule: Any) -> nn.Modu
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint or exported model ``cfg.ckpt_path`` on ``cfg.data``; return (and
     write to ``metrics.json``) its metrics, keyed as a training run's ``test/*``."""
-    from hydra.utils import instantiate
-
-    from fersuite.modules.affect_module import build_affect_module
-    from fersuite.runs.setup import finish_run, make_trainer, prepare_run
 
     require_ckpt_path(cfg, "fersuite-eval")
     model = adopt_checkpoint_model(cfg)

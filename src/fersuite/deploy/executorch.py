@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from flatbuffers.table import Table
 from torch import nn
 
 from fersuite.card import BOUNDS, ModelCard
@@ -227,16 +228,12 @@ _PRINTABLE = re.compile(rb"[\x20-\x7e]{1,200}")
 def _plans(data: bytes) -> Iterator[Any]:
     """The ``ExecutionPlan`` tables of a program flatbuffer (schema ``program.fbs``; read only
     after the runtime's verifier accepted the buffer)."""
-    from flatbuffers.table import Table
-
     root = Table(data, int.from_bytes(data[:4], "little"))
     yield from _vector(root, 1)  # Program.execution_plan
 
 
 def _vector(table: Any, field: int) -> list[Any]:
     """The tables of vector ``field`` (its index in the schema) of ``table``."""
-    from flatbuffers.table import Table
-
     offset = table.Offset(4 + 2 * field)
     if not offset:
         return []

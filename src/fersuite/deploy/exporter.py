@@ -32,6 +32,7 @@ from fersuite.config import settings_keys
 from fersuite.deploy.base import FILES, INPUT_NAME, OUTPUT_NAMES, TupleOutput
 from fersuite.deploy.calibration import datamodule_for_card, image_batches
 from fersuite.deploy.onnx import OnnxModel, export_onnx
+from fersuite.deploy.onnx_quant import cpu_vnni, quantize_onnx
 from fersuite.deploy.torchscript import TorchScriptModel, export_torchscript
 from fersuite.deploy.verify import (
     compare_outputs,
@@ -228,8 +229,6 @@ def _export_file(
         if s.quantize is None:
             info = export_onnx(wrapper, example, tmp, s.exporter, s.opset, s.max_batch)
             return info, OnnxModel(tmp, threads=s.threads), None
-        from fersuite.deploy.onnx_quant import quantize_onnx
-
         with tempfile.TemporaryDirectory(prefix="fersuite-export-") as work:
             fp32 = Path(work) / "fp32.onnx"
             info = export_onnx(wrapper, example, fp32, s.exporter, s.opset, s.max_batch)
@@ -254,8 +253,6 @@ def _reduce_range(s: ExportSettings) -> bool:
     can saturate (ONNX Runtime's advice), off elsewhere."""
     if s.reduce_range is not None:
         return s.reduce_range
-    from fersuite.deploy.onnx_quant import cpu_vnni
-
     cpu = cpu_vnni()
     x86 = str(cpu.get("machine", "")).lower() in ("x86_64", "amd64", "i686", "x86")
     return x86 and not cpu["vnni"]

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from fersuite.errors import PretrainedWeightsError
@@ -35,8 +36,6 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             f"weights file not found: {p} (expected a .safetensors, .pth, .pt, .bin or .ckpt file)"
         )
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(p))
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)

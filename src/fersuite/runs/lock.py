@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from fersuite.errors import RunLockedError
 from fersuite.utils.io import pid_alive
@@ -163,8 +164,6 @@ def _acquire_or_exit(config: Any, run_dir: str) -> None:
     try:
         acquire(run_dir)
     except RunLockedError as exc:
-        from omegaconf import OmegaConf
-
         prog = OmegaConf.select(config, "hydra.help.app_name", default=None) or "fersuite"
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from fersuite.errors import PredictError, VideoReadError
@@ -96,7 +97,6 @@ class VideoReader:
     """
 
     def __init__(self, source: str | Path, sampling: FrameSampling | None = None) -> None:
-        import cv2
 
         self.source = str(source)
         self.sampling = sampling or FrameSampling()
@@ -148,7 +148,6 @@ class VideoReader:
         self.close()
 
     def __iter__(self) -> Iterator[Frame]:
-        import cv2
 
         s = self.sampling
         start = time.monotonic()
