@@ -42,7 +42,7 @@ from fersuite.config_schema import composition_hint
 from fersuite.errors import RunFailedError, is_user_error, one_line, storage_error
 from fersuite.loggers import finish_wandb
 from fersuite.reporting.hydra_callback import SWEEPS_STARTED
-from fersuite.reporting.sweep import collect_sweep
+from fersuite.reporting.jobs import collect_sweep
 from fersuite.utils.malloc import tune_malloc
 
 __all__ = ["in_multirun", "message", "run_app", "task_wrapper"]

@@ -18,7 +18,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from fersuite.reporting.sweep import ERROR_FILE, write_sweep_report
+from fersuite.reporting.jobs import ERROR_FILE
+from fersuite.reporting.sweep import write_sweep_report
 from fersuite.reporting.wandb_utils import upload_sweep_report
 from fersuite.utils.io import atomic_write
 

@@ -44,7 +44,7 @@ from fersuite.profiling import (
     measure_speed,
 )
 from fersuite.profiling.macs import model_input_shape
-from fersuite.reporting.sweep import PROFILE_COLUMNS, model_label
+from fersuite.reporting.jobs import PROFILE_COLUMNS, model_label
 from fersuite.reporting.tables import write_csv
 from fersuite.utils.console import make_console
 from fersuite.utils.io import atomic_write_json
