@@ -31,9 +31,10 @@ class AffectModule(L.LightningModule):
     """Trains ``net`` (any model returning :class:`AffectOutput`) with ``loss``.
 
     Logs per stage (``train/``, ``val/``, ``test/``) the loss terms and the metrics of
-    :class:`AffectMetrics`, plus ``<monitor>_best``: the best value so far of ``monitor`` (any
-    logged val metric or loss term), lowest or highest as :func:`monitor_direction` says
-    (``monitor_mode`` overrides). The confusion matrices of the last
+    :class:`AffectMetrics` (the test stage also ``test/recall_<class>``), plus
+    ``<monitor>_best``: the best value so far of ``monitor`` (any logged val metric or loss
+    term), lowest or highest as :func:`monitor_direction` says (``monitor_mode`` overrides).
+    The confusion matrices of the last
     val/test epoch are kept in :attr:`confusion`.
     """
 
@@ -78,7 +79,12 @@ class AffectModule(L.LightningModule):
             {
                 "train_": AffectMetrics(num_classes, has_va, confusion=False),
                 "val_": AffectMetrics(num_classes, has_va),
-                "test_": AffectMetrics(num_classes, has_va),
+                # test/recall_<class> for each class (named class_<i> without names)
+                "test_": AffectMetrics(
+                    num_classes,
+                    has_va,
+                    class_names=self.class_names or [f"class_{i}" for i in range(num_classes)],
+                ),
             }
         )
         self.monitor_mode = monitor_direction(monitor, monitor_mode)

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fersuite.config import equivalence_margins
 from fersuite.profiling.macs import format_count
+from fersuite.reporting.compare import (
+    Comparisons,
+    compare_groups,
+    comparisons_markdown,
+    recorded_margins,
+    write_comparisons_csv,
+)
 from fersuite.reporting.curves import Convergence, convergence, group_curves, save_curves_png
 from fersuite.reporting.jobs import (
     PROFILE_COLUMNS,
@@ -62,6 +70,8 @@ class SweepReport:
     pairs: list[Any] | None = None
     #: Convergence figures of every trained config (:mod:`fersuite.reporting.curves`).
     convergence: list[Convergence] = field(default_factory=list)
+    #: The tested comparisons of ``report_comparisons.csv`` (:mod:`fersuite.reporting.compare`).
+    comparisons: Comparisons = field(default_factory=Comparisons)
 
     @property
     def paired(self) -> list[PairedDifference]:
@@ -81,6 +91,7 @@ def _fmt_count(unit: str) -> Any:
 _MD_HEADERS = {
     "acc": "accuracy",
     "f1_macro": "macro-F1",
+    "balanced_acc": "balanced acc.",
     "valence_ccc": "valence CCC",
     "arousal_ccc": "arousal CCC",
     "latency_ms_b1": "latency b1 (ms)",
@@ -91,6 +102,7 @@ _MD_HEADERS = {
 _MD_FORMATS: dict[str, Any] = {
     "acc": lambda v: f"{float(v):.4f}",
     "f1_macro": lambda v: f"{float(v):.4f}",
+    "balanced_acc": lambda v: f"{float(v):.4f}",
     "valence_ccc": lambda v: f"{float(v):.4f}",
     "arousal_ccc": lambda v: f"{float(v):.4f}",
     "params": _fmt_count(""),
@@ -191,7 +203,16 @@ def _latency_columns(
     return columns, headers, warning
 
 
-_GROUP_MD = ("acc", "f1_macro", "valence_ccc", "arousal_ccc", "params", "macs", "latency_ms_b1")
+_GROUP_MD = (
+    "acc",
+    "f1_macro",
+    "balanced_acc",
+    "valence_ccc",
+    "arousal_ccc",
+    "params",
+    "macs",
+    "latency_ms_b1",
+)
 
 
 def _paired(
@@ -281,7 +302,11 @@ def _grouped_markdown(groups: Sequence[Group], pairs: Sequence[Any] | None = Non
     paired, missing = _paired(groups, pairs)
     if paired or missing:
         what = "of the chosen pairs" if pairs is not None else f"against `{groups[0].name}`"
-        parts.append(f"\n### Paired differences {what}\n\n")
+        parts.append(
+            f"\n### Paired differences {what}\n\n"
+            "Uncorrected 95% intervals, one comparison at a time; the verdicts are those of the "
+            "Comparisons table (Holm-corrected).\n\n"
+        )
         parts += [f"- {d}\n" for d in paired]
         parts += [f"- not compared: {m}\n" for m in missing]
     return "".join(parts)
@@ -296,13 +321,15 @@ def _markdown(
     groups: Sequence[Group] = (),
     pairs: Sequence[Any] | None = None,
     curves: str = "",
+    comparisons: str = "",
 ) -> str:
     ok = [j for j in jobs if j.status == "ok"]
     failed = [j for j in jobs if j.status != "ok"]
     columns = [c for c in REPORT_COLUMNS if c not in ("status", "reason")]
     has_quality = any(j.kind == "train" for j in ok)
     if not has_quality:  # a profile sweep: no accuracy columns
-        columns = [c for c in columns if c not in ("acc", "f1_macro", "valence_ccc", "arousal_ccc")]
+        quality = ("acc", "f1_macro", "balanced_acc", "valence_ccc", "arousal_ccc")
+        columns = [c for c in columns if c not in quality]
     rows = [j.row() for j in ok]
     columns, latency_headers, latency_warning = _latency_columns(rows, columns)
     formats = {**_MD_FORMATS, **{c: _MD_FORMATS["latency_ms_b1"] for c in latency_headers}}
@@ -316,6 +343,7 @@ def _markdown(
     ]
     if groups:
         parts.append(_grouped_markdown(groups, pairs))
+    parts.append(comparisons)
     parts.append(curves)
     if failed:
         parts.append("\n## Failed jobs\n")
@@ -336,6 +364,7 @@ def write_sweep_report(
     metric: str = "test/acc",
     pairs: Sequence[Any] | None = None,
     curve_window: int = 3,
+    equivalence_margin: Any = None,
 ) -> SweepReport:
     """Gather a multirun (or several) and write the report files into ``out_dir``.
 
@@ -352,11 +381,23 @@ def write_sweep_report(
     group with the first. Training jobs also get ``learning_curves.png`` (the validation
     counterpart of ``metric`` per epoch, mean over seeds) and a convergence table
     (:mod:`fersuite.reporting.curves`, ``curve_window`` epochs).
+
+    With two or more trained configs, ``report_comparisons.csv`` and the "Comparisons" section
+    test each pair per headline metric over the shared seeds, Holm-corrected
+    (:mod:`fersuite.reporting.compare`). ``equivalence_margin``: a number for every metric or
+    a mapping metric -> margin (``{}``: none); None takes ``report.equivalence_margin`` as the
+    sweep's jobs recorded it in ``.hydra/config.yaml`` (none if they did not). A bad value
+    raises :class:`fersuite.errors.ConfigError` naming the key.
     """
     dirs = [sweep_dirs] if isinstance(sweep_dirs, str | os.PathLike) else list(sweep_dirs)
     if not dirs:
         raise ValueError("no sweep dir given")
     jobs = collect_sweep(dirs)
+    margins = (
+        recorded_margins(jobs)
+        if equivalence_margin is None
+        else equivalence_margins(equivalence_margin, "equivalence_margin")
+    )
     out = Path(out_dir) if out_dir is not None else Path(dirs[0])
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -376,6 +417,10 @@ def write_sweep_report(
         pareto, note = _pareto(jobs, metric, out / "pareto.png", names)
     if pareto is not None:
         paths["pareto"] = pareto
+
+    compared = compare_groups(groups, pairs, margins) if len(groups) >= 2 else Comparisons()
+    if len(groups) >= 2:
+        paths["comparisons"] = write_comparisons_csv(out / "report_comparisons.csv", compared)
 
     curve_key = "val/" + metric.split("/", 1)[1] if metric.startswith("test/") else metric
     curves = [group_curves(g, curve_key) for g in groups]  # each job's CSV read once
@@ -398,7 +443,9 @@ def write_sweep_report(
         paths["profile_csv"] = out / "profile.csv"
 
     title = "Sweep report: " + ", ".join(str(Path(d)) for d in dirs)
-    text = _markdown(title, jobs, pareto, note, metric, seeded, pairs, curves_md)
+    text = _markdown(
+        title, jobs, pareto, note, metric, seeded, pairs, curves_md, comparisons_markdown(compared)
+    )
     atomic_write(out / "report.md", lambda fh: fh.write(text))
     paths["md"] = out / "report.md"
     return SweepReport(
@@ -408,4 +455,5 @@ def write_sweep_report(
         groups=seeded,
         pairs=list(pairs) if pairs is not None else None,
         convergence=conv,
+        comparisons=compared,
     )
