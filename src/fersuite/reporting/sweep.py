@@ -43,6 +43,7 @@ from fersuite.reporting.jobs import (
 )
 from fersuite.reporting.plots import ParetoPoint, save_pareto_png
 from fersuite.reporting.seeds import (
+    PAIRED_COLUMNS,
     Group,
     PairedDifference,
     group_jobs,
@@ -203,16 +204,7 @@ def _latency_columns(
     return columns, headers, warning
 
 
-_GROUP_MD = (
-    "acc",
-    "f1_macro",
-    "balanced_acc",
-    "valence_ccc",
-    "arousal_ccc",
-    "params",
-    "macs",
-    "latency_ms_b1",
-)
+_GROUP_MD = (*PAIRED_COLUMNS, "params", "macs", "latency_ms_b1")
 
 
 def _paired(
