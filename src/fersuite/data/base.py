@@ -240,6 +240,14 @@ class AffectDataModule(L.LightningDataModule):
         w = w / w[counts > 0].mean()
         return torch.tensor(w, dtype=torch.float32)
 
+    def train_sample_weights(self) -> torch.Tensor | None:
+        """Per-sample weights of the train sampler (None: a permutation of the train split);
+        ``data.sampler=weighted``: the inverse class frequencies."""
+        if self.sampler != "weighted":
+            return None
+        per_class = self.class_weights().numpy()
+        return torch.as_tensor(per_class[self.splits["train"].hard_labels])
+
     def dataset(self, split: str, train: bool | None = None) -> ArrayAffectDataset:
         """``split`` with the training transform (augmented) when ``train`` (default: the
         train split only), else the evaluation transform."""
@@ -265,10 +273,7 @@ class AffectDataModule(L.LightningDataModule):
         # or a run resumed from a checkpoint written just before validation would drift.
         generator = torch.Generator().manual_seed(torch.initial_seed())
         if train:  # epoch-seeded and resumable mid-epoch (fersuite.data.samplers)
-            weights = None
-            if self.sampler == "weighted":
-                per_class = self.class_weights().numpy()
-                weights = torch.as_tensor(per_class[self.splits["train"].hard_labels])
+            weights = self.train_sample_weights()
             replicas, rank = self._ddp_replicas()
             seed = _same_on_all_ranks(torch.initial_seed(), replicas)
             sampler = ResumableSampler(
