@@ -121,7 +121,7 @@ def _build_source(name: str, node: Any) -> AffectDataModule:
     assert isinstance(plain, Mapping)
     try:
         cls = get_class(str(plain["_target_"]))
-    except Exception as exc:  # noqa: BLE001 - hydra wraps the import error
+    except Exception as exc:  # hydra wraps the import error
         raise ConfigError(f"{key}._target_={plain['_target_']!r} cannot be imported") from exc
     if not (isinstance(cls, type) and issubclass(cls, AffectDataModule)):
         raise ConfigError(f"{key}._target_={plain['_target_']!r} is not a fersuite dataset")
