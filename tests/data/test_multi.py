@@ -127,11 +127,11 @@ def test_explicit_classes_and_refusals() -> None:
         dm.class_names[int(item["expression"])]
         == SIX[int(dm.sources["b"].splits["train"].expression[0])]
     )
-    with pytest.raises(ConfigError, match="data.sources.a has class"):
+    with pytest.raises(ConfigError, match=r"data\.sources\.a has class"):
         _multi(classes=list(SIX))
-    with pytest.raises(ConfigError, match="data.sampling: no weight for b"):
+    with pytest.raises(ConfigError, match=r"data\.sampling: no weight for b"):
         _multi({"a": 1.0})
-    with pytest.raises(ConfigError, match="data.sampling='uniform'"):
+    with pytest.raises(ConfigError, match=r"data\.sampling='uniform'"):
         _multi("uniform")
 
 
