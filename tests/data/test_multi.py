@@ -204,3 +204,11 @@ def test_a_tiny_multi_run_logs_per_source_metrics(cfg_factory, tmp_path: Path) -
         assert f"{stage}/synth_a/valence_ccc" in metrics
         assert f"{stage}/synth_b/valence_ccc" not in metrics
     print({k: round(v, 4) for k, v in metrics.items() if k.count("/") == 2})
+
+
+def test_distillation_on_several_datasets_is_refused_in_one_line(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+    from fersuite.modules.distill_module import build_distill_module
+
+    cfg = cfg_factory(["data=multi", "task=distill", "trainer.max_epochs=1"])
+    with pytest.raises(ConfigError, match="task=distill does not train on data=multi yet"):
+        build_distill_module(cfg, instantiate(cfg.data))
