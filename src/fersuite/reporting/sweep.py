@@ -32,6 +32,7 @@ from fersuite.reporting.compare import (
     recorded_margins,
     write_comparisons_csv,
 )
+from fersuite.reporting.cross_dataset import gather_cross_dataset
 from fersuite.reporting.curves import Convergence, convergence, group_curves, save_curves_png
 from fersuite.reporting.jobs import (
     PROFILE_COLUMNS,
@@ -48,6 +49,7 @@ from fersuite.reporting.seeds import (
     PairedDifference,
     group_jobs,
     paired_differences,
+    seed_of,
     write_grouped_csv,
 )
 from fersuite.reporting.tables import markdown_table, write_csv
@@ -73,6 +75,8 @@ class SweepReport:
     convergence: list[Convergence] = field(default_factory=list)
     #: The tested comparisons of ``report_comparisons.csv`` (:mod:`fersuite.reporting.compare`).
     comparisons: Comparisons = field(default_factory=Comparisons)
+    #: One line per job ``cross_dataset.csv`` that was refused (not gathered).
+    cross_refused: list[str] = field(default_factory=list)
 
     @property
     def paired(self) -> list[PairedDifference]:
@@ -350,6 +354,22 @@ def _markdown(
     return "".join(parts)
 
 
+#: Overrides that do not tell a matrix's group apart (the seeds' checkpoints differ).
+_PER_SEED = ("seed", "ckpt_path", "ckpt_paths")
+
+
+def _cross_dataset(jobs: Sequence[JobResult], out: Path) -> tuple[dict[str, Path], list[str]]:
+    """The jobs' ``cross_dataset.csv`` gathered (:mod:`fersuite.reporting.cross_dataset`)."""
+    found = []
+    for j in jobs:
+        keep = [o for o in j.varying_overrides if o.lstrip("+~").partition("=")[0] not in _PER_SEED]
+        found.append((j.job, " ".join(keep), seed_of(j.overrides), j.path))
+    paths, refused = gather_cross_dataset(found, out)
+    for line in refused:
+        log.warning("not gathered: %s", line)
+    return paths, refused
+
+
 def write_sweep_report(
     sweep_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -365,8 +385,11 @@ def write_sweep_report(
     overrides without ``seed``: :mod:`fersuite.reporting.seeds`; with several seeds per config
     the Pareto plot shows the groups' means with 95% error bars and ``report.md`` a grouped
     table and paired differences) and, when jobs wrote ``profile.json``, the merged
-    ``profile.json`` / ``profile.csv`` (one record per model). ``out_dir`` defaults to the
-    (first) sweep dir.
+    ``profile.json`` / ``profile.csv`` (one record per model). Jobs' cross-dataset matrices
+    (``cross_dataset.csv`` of ``fersuite-eval ckpt_paths=... datasets=...``) are gathered into
+    ``cross_dataset.csv`` and ``cross_dataset.png`` (mean accuracy over the seeds); a job's file
+    that is refused is named in one line in ``report.md`` (and ``cross_refused``).
+    ``out_dir`` defaults to the (first) sweep dir.
 
     ``pairs``: the groups to compare, each ``[A, B]`` or ``"A vs B"`` with A and B overrides
     that pick one group (:func:`fersuite.reporting.seeds.select_group`); None compares every
@@ -434,10 +457,22 @@ def write_sweep_report(
         paths["profile_json"] = out / "profile.json"
         paths["profile_csv"] = out / "profile.csv"
 
+    cross_paths, cross_refused = _cross_dataset(jobs, out)
+    paths.update(cross_paths)
+
     title = "Sweep report: " + ", ".join(str(Path(d)) for d in dirs)
     text = _markdown(
         title, jobs, pareto, note, metric, seeded, pairs, curves_md, comparisons_markdown(compared)
     )
+    if cross_paths or cross_refused:
+        text += "\n## Cross-dataset matrices\n\n"
+        if cross_paths:
+            text += (
+                "The jobs' `cross_dataset.csv` lines: `cross_dataset.csv`; mean accuracy over "
+                "seeds: `cross_dataset.png`.\n"
+            )
+        text += "".join(f"\n- not gathered: {line}" for line in cross_refused)
+        text += "\n" if cross_refused else ""
     atomic_write(out / "report.md", lambda fh: fh.write(text))
     paths["md"] = out / "report.md"
     return SweepReport(
@@ -448,4 +483,5 @@ def write_sweep_report(
         pairs=list(pairs) if pairs is not None else None,
         convergence=conv,
         comparisons=compared,
+        cross_refused=cross_refused,
     )
