@@ -64,6 +64,7 @@ from fersuite.reporting.cross_dataset import (
 )
 from fersuite.runs.setup import finish_run, make_trainer, prepare_run
 from fersuite.types import AffectOutput
+from fersuite.utils.run_info import write_metrics
 
 __all__ = [
     "EvaluatedModel",
@@ -489,8 +490,10 @@ def evaluate_matrix(cfg: DictConfig) -> dict[str, float]:
     print(f"cross-dataset matrix: {out_dir / 'cross_dataset.csv'}", flush=True)
     if all(c.get("note") for c in cells):
         raise ConfigError(f"no cell of the matrix could be tested; the first: {cells[0]['note']}")
-    return {
+    figures = {
         f"cross/{ckpts.index(c['checkpoint'])}/{c['dataset']}/acc": float(c["acc"])
         for c in cells
         if c.get("acc") is not None
     }
+    # the run's own record (a sweep report reads a job with metrics.json as finished)
+    return write_metrics(out_dir / "metrics.json", figures)

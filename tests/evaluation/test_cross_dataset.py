@@ -93,6 +93,12 @@ def test_matrix_cells_equal_single_evaluations(ckpts, tmp_path: Path, monkeypatc
     # The sweep report gathers the job's matrix, line for line.
     report = write_sweep_report(tmp_path / "sweep")
     assert report.cross_refused == []
+    # the matrix run is a finished job (its metrics.json holds each cell's accuracy)
+    assert [j.status for j in report.jobs] == ["ok"]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert {k for k in summary if k.startswith("cross/")} == {
+        f"cross/{r}/{d}/acc" for r in (0, 1) for d in ("synthetic", "synthetic_b")
+    }
     gathered = _rows(tmp_path / "sweep" / "cross_dataset.csv")
     assert [{k: g[k] for k in COLUMNS} for g in gathered] == rows
     assert {g["job"] for g in gathered} == {"0"}
