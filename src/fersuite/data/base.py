@@ -254,7 +254,12 @@ class AffectDataModule(L.LightningDataModule):
         train = split == "train" if train is None else train
         if train and self.augment is not None and self.augment.device == "batch":
             return BatchedArrayDataset(self.splits[split], self.augment)
-        tf = build_transforms(
+        return ArrayAffectDataset(self.splits[split], self.transform(train))
+
+    def transform(self, train: bool) -> Any:
+        """uint8 CHW image -> the model's input: the training transform (augmented) when
+        ``train``, else the evaluation transform (resize + normalise)."""
+        return build_transforms(
             self.image_size,
             self.in_chans,
             self.mean,
@@ -262,7 +267,6 @@ class AffectDataModule(L.LightningDataModule):
             train=train,
             augment=self.augment if train else None,
         )
-        return ArrayAffectDataset(self.splits[split], tf)
 
     def _loader(self, split: str) -> DataLoader[dict[str, torch.Tensor]]:
         train = split == "train"

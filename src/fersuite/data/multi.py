@@ -35,7 +35,6 @@ from fersuite.card import FaceCrop
 from fersuite.config_schema import check_target_node
 from fersuite.data.base import SPLITS, AffectDataModule, ArrayAffectDataset, ArraySplit
 from fersuite.data.samplers import SeededIndex
-from fersuite.data.transforms import build_transforms
 from fersuite.errors import ConfigError
 from fersuite.labels import CANONICAL_CLASSES, canonical_name
 
@@ -292,14 +291,7 @@ class MultiDataModule(AffectDataModule):
 
     def dataset(self, split: str, train: bool | None = None) -> MultiDataset:  # type: ignore[override]
         train = split == "train" if train is None else train
-        tf = build_transforms(
-            self.image_size,
-            self.in_chans,
-            self.mean,
-            self.std,
-            train=train,
-            augment=self.augment if train else None,
-        )
+        tf = self.transform(train)
         parts: list[SourceDataset] = []
         offset = 0
         for i, (name, source) in enumerate(self.sources.items()):
