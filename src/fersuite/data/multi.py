@@ -36,7 +36,7 @@ from fersuite.config_schema import check_target_node
 from fersuite.data.base import SPLITS, AffectDataModule, ArrayAffectDataset, ArraySplit
 from fersuite.data.samplers import SeededIndex
 from fersuite.errors import ConfigError
-from fersuite.labels import CANONICAL_CLASSES, canonical_name
+from fersuite.labels import CANONICAL_CLASSES, canonical_name, canonical_names
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +199,9 @@ class MultiDataModule(AffectDataModule):
         if isinstance(classes, str) or not classes:
             raise ConfigError(f"data.classes={classes!r}; expected a list of class names")
         try:
-            names = tuple(canonical_name(str(c)) for c in classes)
+            return canonical_names(classes, "data.classes")
         except ValueError as exc:
-            raise ConfigError(f"data.classes: {exc}") from exc
-        if len(set(names)) != len(names):
-            raise ConfigError(f"data.classes={list(classes)} names a class twice")
-        return names
+            raise ConfigError(str(exc)) from exc
 
     def source_classes(self, name: str) -> tuple[str, ...]:
         """The canonical names of source ``name``'s classes (ConfigError naming an unknown one)."""
