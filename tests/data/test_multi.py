@@ -13,9 +13,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from fersuite.checkpoint import META_KEY, read_checkpoint
 from fersuite.config import validate_config
 from fersuite.data.base import AffectDataModule, ArraySplit
 from fersuite.data.multi import MultiDataModule
+from fersuite.data.record import recorded_data_config
 from fersuite.data.synthetic_datamodule import SyntheticDataModule
 from fersuite.errors import ConfigError
 from fersuite.labels import CANONICAL_CLASSES
@@ -204,6 +206,12 @@ def test_a_tiny_multi_run_logs_per_source_metrics(cfg_factory, tmp_path: Path) -
         assert f"{stage}/synth_a/valence_ccc" in metrics
         assert f"{stage}/synth_b/valence_ccc" not in metrics
     print({k: round(v, 4) for k, v in metrics.items() if k.count("/") == 2})
+    # Its record names data=multi, whose sources are not rebuilt: evaluating it (or its int8
+    # export's calibration) without a named test set is refused, never guessed.
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    record = read_checkpoint(ckpt)[META_KEY].get("training_data")
+    with pytest.raises(ConfigError, match="was trained on data=multi"):
+        recorded_data_config(record, str(ckpt))
 
 
 def test_distillation_on_several_datasets_is_refused_in_one_line(cfg_factory) -> None:  # type: ignore[no-untyped-def]
