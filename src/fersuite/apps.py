@@ -31,7 +31,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +39,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from fersuite.config_schema import composition_hint
-from fersuite.errors import RunFailedError, is_user_error, one_line, storage_error
+from fersuite.errors import ConfigError, RunFailedError, is_user_error, one_line, storage_error
 from fersuite.loggers import finish_wandb
 from fersuite.reporting.hydra_callback import SWEEPS_STARTED
 from fersuite.reporting.jobs import collect_sweep
@@ -131,6 +131,32 @@ def _answer(prog: str, exc: BaseException) -> int:
     return 1
 
 
+#: Hydra's modes, long and short flag: a command line takes one (``hydra.main`` refuses two
+#: with a bare ``ValueError``, which would read as a crash).
+HYDRA_MODES = {
+    "--run": "-r",
+    "--multirun": "-m",
+    "--cfg": "-c",
+    "--info": "-i",
+    "--shell-completion": "-sc",
+}
+
+
+def check_hydra_modes(argv: Sequence[str]) -> None:
+    """Refuse a Hydra command line with two modes (e.g. ``-m`` and ``--cfg job``) in one line."""
+    found = [
+        flag
+        for flag, short in HYDRA_MODES.items()
+        if any(a in (flag, short) or a.startswith(flag + "=") for a in argv)
+    ]
+    if len(found) > 1:
+        raise ConfigError(
+            f"{' and '.join(found)} cannot be combined: a command takes one of "
+            f"{', '.join(HYDRA_MODES)} (to see the config of one job of a sweep, drop "
+            "--multirun and give that job's overrides with --cfg job)"
+        )
+
+
 def run_app(app: str, main: Callable[..., Any], *args: Any) -> None:
     """Run a console script's ``main`` and turn its outcome into the exit status.
 
@@ -146,6 +172,8 @@ def run_app(app: str, main: Callable[..., Any], *args: Any) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     result, error = None, None
     try:
+        if not args:  # a Hydra app: it reads sys.argv itself
+            check_hydra_modes(sys.argv[1:])
         result = main(*args)
     except Exception as exc:  # noqa: BLE001 - classified below
         error = exc
