@@ -1,6 +1,10 @@
 """What is in a dataset: split sizes, per-class histograms, valence/arousal coverage
 (``data_stats.json``) and a grid of sample images per class (``samples.png``).
 
+``data=multi``: the same for each source (its own classes, ``sources.<name>`` in
+``data_stats.json``, one titled grid per source in ``samples.png``), and the pooled split sizes
+and class counts in the multi classes (a class a source lacks counts nothing for it).
+
 The library of ``fersuite-data`` (:mod:`fersuite.cli.data`): :func:`inspect_dataset` builds
 (or opens) the dataset's cache, prints the report and writes both files.
 """
@@ -21,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fersuite.data.base import SPLITS, AffectDataModule, ArraySplit
+from fersuite.data.multi import MultiDataModule
 from fersuite.utils.console import make_console
 from fersuite.utils.io import atomic_path, atomic_write_json
 
@@ -29,8 +34,11 @@ log = logging.getLogger("fersuite.data")
 __all__ = [
     "dataset_stats",
     "inspect_dataset",
+    "multi_stats",
+    "print_pooled",
     "print_report",
     "run",
+    "sample_grid",
     "save_sample_grid",
     "va_coverage",
 ]
@@ -55,6 +63,28 @@ def dataset_stats(dm: AffectDataModule) -> dict[str, Any]:
         "image_shape": shape,
         "splits": splits,
         "skipped": int(getattr(dm, "skipped", 0)),
+    }
+
+
+def multi_stats(dm: MultiDataModule) -> dict[str, Any]:
+    """The ``data_stats.json`` of a set-up ``data=multi``: pooled sizes and class counts (multi
+    classes), and each source's own :func:`dataset_stats` under ``sources``."""
+    names = list(dm.class_names)
+    sources = {name: dataset_stats(source) for name, source in dm.sources.items()}
+    splits = {
+        split: {
+            "size": int(sum(s["splits"][split]["size"] for s in sources.values())),
+            "class_counts": {n: int(c) for n, c in zip(names, dm.class_counts(split), strict=True)},
+        }
+        for split in SPLITS
+    }
+    return {
+        "num_classes": len(names),
+        "class_names": names,
+        "image_shape": None,  # each source keeps its own (see sources.<name>.image_shape)
+        "splits": splits,
+        "skipped": int(sum(s["skipped"] for s in sources.values())),
+        "sources": sources,
     }
 
 
@@ -89,11 +119,51 @@ def print_report(stats: dict[str, Any], dm: AffectDataModule, console: Console) 
         console.print(f"cache: {cache}")
 
 
+def print_pooled(stats: dict[str, Any], console: Console) -> None:
+    """The pooled table of ``data=multi`` (its classes, every source's samples)."""
+    table = Table(title="all sources: samples per class and split")
+    table.add_column("class")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    for name in stats["class_names"]:
+        table.add_row(name, *(str(stats["splits"][s]["class_counts"][name]) for s in SPLITS))
+    table.add_row("[bold]total", *(f"[bold]{stats['splits'][s]['size']}" for s in SPLITS))
+    console.print(table)
+
+
 def save_sample_grid(
     dm: AffectDataModule, path: str | os.PathLike[str], per_class: int = 8, split: str = "train"
 ) -> Path:
-    """A PNG with one labelled row per class and up to ``per_class`` of its images."""
+    """A PNG with one labelled row per class and up to ``per_class`` of its images; for
+    ``data=multi``, one such grid per source under its name."""
+    if isinstance(dm, MultiDataModule):
+        grid = _stacked({n: sample_grid(src, per_class, split) for n, src in dm.sources.items()})
+    else:
+        grid = sample_grid(dm, per_class, split)
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        grid.save(tmp, format="PNG")
+    return out
 
+
+def _stacked(grids: dict[str, Image.Image]) -> Image.Image:
+    """The grids one under the other, each below a line with its name."""
+    title_h = 16
+    width = max(g.width for g in grids.values())
+    out = Image.new(
+        "RGB", (width, sum(g.height + title_h for g in grids.values())), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(out)
+    y = 0
+    for name, grid in grids.items():
+        draw.text((4, y + 2), f"source {name}", fill=(0, 0, 0), font=ImageFont.load_default())
+        out.paste(grid, (0, y + title_h))
+        y += grid.height + title_h
+    return out
+
+
+def sample_grid(dm: AffectDataModule, per_class: int = 8, split: str = "train") -> Image.Image:
+    """One labelled row per class of ``dm`` with up to ``per_class`` of its images."""
     s = dm.splits[split]
     labels = s.hard_labels
     h, w = (int(v) for v in s.images.shape[1:3])
@@ -117,10 +187,7 @@ def save_sample_grid(
             if zoom > 1:
                 tile = tile.resize((cw, ch), Image.Resampling.NEAREST)
             grid.paste(tile, (label_w + pad + col * (cw + pad), y))
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        grid.save(tmp, format="PNG")
-    return out
+    return grid
 
 
 def inspect_dataset(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
@@ -130,8 +197,15 @@ def inspect_dataset(cfg: DictConfig, console: Console | None = None) -> dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     dm: AffectDataModule = instantiate(cfg.data)
     dm.setup()
-    stats = dataset_stats(dm)
-    print_report(stats, dm, console)
+    if isinstance(dm, MultiDataModule):
+        stats = multi_stats(dm)
+        for name, source in dm.sources.items():
+            console.print(f"[bold]source {name}[/bold] ({type(source).__name__})")
+            print_report(stats["sources"][name], source, console)
+        print_pooled(stats, console)
+    else:
+        stats = dataset_stats(dm)
+        print_report(stats, dm, console)
     atomic_write_json(out_dir / "data_stats.json", stats)
     save_sample_grid(dm, out_dir / "samples.png", int(cfg.get("samples_per_class", 8)))
     console.print(f"wrote {out_dir / 'data_stats.json'} and {out_dir / 'samples.png'}")
