@@ -19,8 +19,8 @@ from PIL import Image
 from fersuite.cli.predict import main
 from fersuite.data.synthetic import render_faces
 from fersuite.labels import CANONICAL_CLASSES
+from tests._helpers.apps import call_app
 from tests.export.helpers import ZOO, make_checkpoint
-from tests.security.apps import call_app
 from tests.video.helpers import write_video
 
 PROBS = [f"prob_{c}" for c in CANONICAL_CLASSES]

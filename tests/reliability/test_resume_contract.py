@@ -22,8 +22,8 @@ import torch
 from omegaconf import open_dict
 
 from fersuite.cli.train import main as train_main
+from tests._helpers.apps import call_app
 from tests.conftest import TINY, compose_train
-from tests.security.apps import call_app
 
 #: TINY with 2 steps an epoch, only the callbacks that checkpoint, the CSV logger.
 RUN = [
@@ -271,7 +271,7 @@ def test_resume_allow_changes_is_the_command_lines_spelling(
 ) -> None:
     from fersuite.cli.train import command_line
     from fersuite.cli.train import main as train_main
-    from tests.security.apps import call_app
+    from tests._helpers.apps import call_app
 
     assert command_line(["resume=auto", "resume.allow_changes=[optimizer.lr]", "resume=x"]) == [
         "resume=auto",

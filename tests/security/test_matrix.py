@@ -26,9 +26,10 @@ from fersuite.cli.export import main as export_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.cli.train import main as train_main
 from fersuite.data.synthetic import render_faces
+from tests._helpers.apps import call_app
 from tests.conftest import TINY
 from tests.export.helpers import ZOO, make_checkpoint
-from tests.security.apps import Victim, call_app
+from tests.security.apps import Victim
 from tests.security.test_card_bounds import CASES
 
 SYNTH = "fersuite.data.synthetic_datamodule.SyntheticDataModule"

@@ -20,8 +20,9 @@ import torch
 from omegaconf import open_dict
 
 from fersuite.cli.train import main as train_main
+from tests._helpers.apps import call_app
 from tests.conftest import TINY, compose_train
-from tests.security.apps import Victim, call_app
+from tests.security.apps import Victim
 
 #: TINY with 2 steps an epoch and only the callbacks that checkpoint (and those they need).
 RUN = [

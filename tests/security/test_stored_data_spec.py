@@ -21,8 +21,9 @@ from fersuite.checkpoint import META_KEY
 from fersuite.cli.export import main as export_main
 from fersuite.data.record import DataRecord, read_data_record
 from fersuite.errors import UntrustedFileError
+from tests._helpers.apps import call_app
 from tests.export.helpers import ZOO, make_checkpoint
-from tests.security.apps import Victim, call_app
+from tests.security.apps import Victim
 
 SYNTH = "fersuite.data.synthetic_datamodule.SyntheticDataModule"
 
