@@ -72,27 +72,31 @@ def run_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-#: The files that take minutes (subprocess training runs, DDP, exports), longest first. They
-#: are collected first, so that the two pytest-xdist workers of `make test` (one file at a time,
-#: --dist loadfile) start them early and finish on the short files, instead of one worker
-#: running a long file alone at the end.
-LONG_FILES = (
-    "tests/reliability/test_kill_resume.py",
-    "tests/cli/test_sweeps.py",
-    "tests/export/test_export.py",
-    "tests/data/test_apps.py",
-    "tests/cli/test_train_smoke.py",
-    "tests/distill/test_smoke.py",
-    "tests/cli/test_apps.py",
-    "tests/reliability/test_ddp_resume.py",
-    "tests/deploy/test_quantized_export.py",
-    "tests/deploy/test_executorch.py",
-    "tests/cli/test_eval_exported.py",
-    "tests/cli/test_help.py",
-    "tests/conf/test_studies.py",
-)
+#: Weights of the markers of long tests (pyproject's markers). A file is collected before the
+#: files of lower weight, by the heaviest of its tests, so that the two pytest-xdist workers of
+#: `make test` (one file at a time, --dist loadfile) start the long files early and finish on
+#: the short ones, instead of one worker running a long file alone at the end.
+WEIGHTS = {"long": 3, "ddp": 2, "subprocess": 1, "smoke": 1}
+
+
+def _weight(item: pytest.Item) -> int:
+    return max((WEIGHTS.get(m.name, 0) for m in item.iter_markers()), default=0)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+    weight: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        weight[path] = max(weight.get(path, 0), _weight(item))
+    items.sort(key=lambda item: -weight[item.nodeid.split("::", 1)[0]])
+
+
+# Session-scoped artifacts (built once per worker), registered here for every test file.
+from tests._helpers.artifacts import (  # noqa: E402
+    exported_checkpoint,
+    fake_checkpoint,
+    resume_run,
+    trained_run,
+)
+
+__all__ = ["exported_checkpoint", "fake_checkpoint", "resume_run", "trained_run"]

@@ -13,6 +13,7 @@ import importlib
 import io
 import logging
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -87,16 +88,29 @@ def run_app(
     args: list[str],
     cwd: Path,
     env: Mapping[str, str] | None = None,
+    module_entry: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``app args...`` run in this process, as ``subprocess.run(..., capture_output=True,
     text=True)`` would run the console script: in ``cwd``, with the environment ``env`` (the
-    current one when None); its exit status, stdout and stderr (Python-level output)."""
-    main = importlib.import_module(MODULES[app]).main
+    current one when None); its exit status, stdout and stderr (Python-level output).
+
+    ``module_entry``: as ``python -m <app's module>`` (the module run as ``__main__``)."""
+    name = MODULES[app]
+    if module_entry:
+
+        def main() -> None:
+            runpy.run_module(name, run_name="__main__", alter_sys=True)
+    else:
+        main = importlib.import_module(name).main
     out, err = io.StringIO(), io.StringIO()
     with _process_state():
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
+        if os.environ.get("OMP_NUM_THREADS"):  # read by a fresh process at torch's start
+            import torch
+
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         os.chdir(cwd)
         sys.argv[:] = [app, *map(str, args)]
         status = 0

@@ -167,6 +167,7 @@ def test_bad_settings(kwargs: dict[str, object], match: str) -> None:
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_console_script(tmp_path: Path) -> None:
     ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
     exe = str(Path(sys.executable).parent / "fersuite-export")

@@ -61,6 +61,7 @@ def test_config_dir_is_the_packages_own_and_the_env_override_wins(
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_wheel_install_composes_every_app_config_from_another_directory(tmp_path: Path) -> None:
     # Build from a copy, so the checkout gets no build/ or egg-info litter.
     project = tmp_path / "project"
