@@ -79,12 +79,17 @@ def run_env(tmp_path: Path) -> dict[str, str]:
 WEIGHTS = {"long": 3, "ddp": 2, "subprocess": 1, "smoke": 1}
 
 
-def _weight(item: pytest.Item) -> int:
-    return max((WEIGHTS.get(m.name, 0) for m in item.iter_markers()), default=0)
+def _weight(item: pytest.Item) -> float:
+    """The heaviest marker's weight; ``long(minutes)`` adds the minutes it takes."""
+    weights = [
+        WEIGHTS.get(m.name, 0) + (float(m.args[0]) if m.name == "long" and m.args else 0.0)
+        for m in item.iter_markers()
+    ]
+    return max(weights, default=0.0)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    weight: dict[str, int] = {}
+    weight: dict[str, float] = {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         weight[path] = max(weight.get(path, 0), _weight(item))

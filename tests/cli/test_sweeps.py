@@ -16,6 +16,8 @@ from fersuite.config import CONFIG_DIR
 from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 
+pytestmark = pytest.mark.long(3)
+
 EXE = str(Path(sys.executable).parent / "fersuite-train")
 
 

@@ -13,6 +13,8 @@ import pytest
 from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 
+pytestmark = pytest.mark.long(2)
+
 REQUIRED = [
     "test/acc",
     "test/f1_macro",

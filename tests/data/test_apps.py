@@ -21,6 +21,8 @@ from tests.data.fixtures import (
     write_rafdb,
 )
 
+pytestmark = pytest.mark.long(2)
+
 #: TINY without the synthetic-only keys.
 TINY_REAL = [
     o for o in TINY if not o.startswith(("data.train_size", "data.val_size", "data.test_size"))

@@ -20,6 +20,8 @@ from tests.cli.test_eval import _compose
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
+pytestmark = pytest.mark.long(1)
+
 FAST: dict[str, Any] = {
     "latency_runs": 0,
     "verify_faces": 2,

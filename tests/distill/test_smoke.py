@@ -12,6 +12,8 @@ import torch
 from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 
+pytestmark = pytest.mark.long(1)
+
 GAPS = [
     "test/gap_acc",
     "test/gap_f1_macro",

@@ -18,6 +18,8 @@ from fersuite.labels import CANONICAL_CLASSES
 from tests.conftest import run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
+pytestmark = pytest.mark.long(2)
+
 FAST = ExportSettings(latency_runs=2, latency_warmup=1, verify_faces=3, verify_batch=3)
 
 

@@ -15,6 +15,8 @@ import torch
 from tests.conftest import REPO, run_env
 from tests.reliability.index_recorder import ENV as INDEX_ENV
 
+pytestmark = pytest.mark.long(2)
+
 TRAIN = 96
 
 
