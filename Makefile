@@ -34,6 +34,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard experiments)
 	$(BIN)/ruff format --check src tests $(wildcard experiments)
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests $(wildcard experiments)

@@ -37,7 +37,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from fersuite.card import training_card
+from fersuite.checkpoint import training_card
 from fersuite.config import CONFIG_DIR
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.registry import create_model
@@ -103,7 +103,7 @@ def compose_cfg(mode: str, teacher_ckpt: Path, cache_dir: Path, extra: list[str]
 
 
 def run_once(mode: str, teacher_ckpt: Path, cache_dir: Path, epochs: int, extra: list[str]) -> Any:
-    from fersuite.training import build_module
+    from fersuite.runs.builders import build_module
 
     cfg = compose_cfg(mode, teacher_ckpt, cache_dir, extra)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -2,6 +2,8 @@
 
 import warnings
 
+from fersuite.monitoring import register_resolvers
+
 __version__ = "0.1.0"
 
 # Lightning 2.6 with torch 2.14 warns once per fit/validate loop about a torch-internal pytree
@@ -14,7 +16,6 @@ warnings.filterwarnings(
 def _register_resolvers() -> None:
     # ${fersuite.monitor_mode:...} and ${fersuite.optuna_direction:...} in conf/ (checkpoint
     # mode and search direction follow the monitored metric; see fersuite.monitoring).
-    from fersuite.monitoring import register_resolvers
 
     register_resolvers()
 

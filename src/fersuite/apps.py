@@ -35,41 +35,36 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from fersuite.config_schema import composition_hint
 from fersuite.errors import RunFailedError, is_user_error, one_line, storage_error
+from fersuite.loggers import finish_wandb
+from fersuite.reporting.hydra_callback import SWEEPS_STARTED
+from fersuite.reporting.jobs import collect_sweep
 from fersuite.utils.malloc import tune_malloc
 
-__all__ = ["in_multirun", "note_multirun", "run_app", "task_wrapper"]
+__all__ = ["in_multirun", "message", "run_app", "task_wrapper"]
 
 log = logging.getLogger("fersuite.apps")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Sweep dirs of the multiruns started in this process (noted by the sweep report callback).
-_SWEEPS: list[str] = []
 #: The exception of a failed single run, handed from the task function to run_app (so that
 #: Hydra does not print its own report of it).
 _RUN_ERRORS: list[BaseException] = []
 
 
-def note_multirun(sweep_dir: str | os.PathLike[str]) -> None:
-    """Called at the start of every multirun
-    (:class:`fersuite.reporting.hydra_callback.SweepReportCallback`)."""
-    _SWEEPS.append(str(sweep_dir))
-
-
 def in_multirun() -> bool:
     """True inside a job of a Hydra multirun, however it was started (CLI flag or config)."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:  # noqa: BLE001 - no Hydra job (library use)
         return False
 
 
 def _finish_wandb() -> None:
-    from fersuite.loggers import finish_wandb
 
     finish_wandb()
 
@@ -91,7 +86,7 @@ def task_wrapper(fn: F) -> F:
                 _RUN_ERRORS.append(exc)
                 return None
             if is_user_error(exc):
-                log.error("job failed: %s", one_line(exc))
+                log.error("job failed: %s", message(exc))
             else:
                 log.error("job failed", exc_info=exc)
             raise
@@ -103,7 +98,6 @@ def task_wrapper(fn: F) -> F:
 
 def _failures(sweeps: list[str]) -> tuple[int, int, str]:
     """(failed jobs, jobs, report path) over the sweep dirs of this process."""
-    from fersuite.reporting.sweep import collect_sweep
 
     existing = [s for s in sweeps if Path(s).is_dir()]
     if not existing:
@@ -117,15 +111,21 @@ def _failures(sweeps: list[str]) -> tuple[int, int, str]:
     return failed, len(jobs), str(Path(existing[-1]) / "report.md")
 
 
+def message(exc: BaseException) -> str:
+    """What an app says about ``exc``, on one line: a command line Hydra cannot compose names
+    the closest valid key or option; anything else is :func:`fersuite.errors.one_line`."""
+    return composition_hint(exc) or one_line(exc)
+
+
 def _answer(prog: str, exc: BaseException) -> int:
     if is_user_error(exc):
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message(exc)}", file=sys.stderr, flush=True)
         return 2
     if isinstance(exc, RunFailedError) or storage_error(exc) == "disk_full":
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message(exc)}", file=sys.stderr, flush=True)
         return 1
     log.error("%s failed (a bug: please report it with this traceback)", prog, exc_info=exc)
-    print(f"{prog}: failed: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr, flush=True)
+    print(f"{prog}: failed: {type(exc).__name__}: {message(exc)}", file=sys.stderr, flush=True)
     return 1
 
 
@@ -138,7 +138,7 @@ def run_app(app: str, main: Callable[..., Any], *args: Any) -> None:
     """
     prog = f"fersuite-{app}"
     tune_malloc()  # before the first large allocation (FERSUITE_MALLOC_TUNING=0: off)
-    _SWEEPS.clear()
+    SWEEPS_STARTED.clear()
     _RUN_ERRORS.clear()
     saved = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -155,7 +155,7 @@ def run_app(app: str, main: Callable[..., Any], *args: Any) -> None:
         _finish_wandb()
     if error is None and _RUN_ERRORS:
         error = _RUN_ERRORS[0]
-    failed, total, report = _failures(_SWEEPS) if _SWEEPS else (0, 0, "")
+    failed, total, report = _failures(SWEEPS_STARTED) if SWEEPS_STARTED else (0, 0, "")
     if failed:
         # Jobs failed (each recorded in its error.txt and the report); the sweeper may also
         # have re-raised one of them at the end (Hydra's basic sweeper does).

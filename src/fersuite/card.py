@@ -6,17 +6,19 @@ sidecar, and evaluation, export verification, ``fersuite-predict`` and distillat
 read it. It holds plain JSON data only:
 
 * ``arch`` + ``kwargs``: the architecture of the model registry and its plain keyword values
-  (checked by :func:`fersuite.checkpoint.check_model_card`; never given to Hydra);
+  (their shape checked here; the registry's names and ranges by
+  :func:`fersuite.checkpoint.read_card`, the reader of every foreign card; never given to
+  Hydra);
 * ``class_names`` and ``has_va`` (valence/arousal heads trained);
 * ``input`` (:class:`~fersuite.types.InputSpec`): square side, channels, mean, std;
 * ``face_crop`` (:class:`FaceCrop`): how the training data turned an image file into a face
   (centre square, a listed box widened by a margin, or a detector), EXIF applied or not.
 
-:func:`load_input` is the one function that turns (card, image file) into the model's input
-tensor; the datasets that decode files (``data=folder``), ``fersuite-predict`` and export
-verification all go through it (and :func:`decode_face`, its uint8 half). Video frames
-(:mod:`fersuite.video`) take :func:`frame_input`, the same cut and transform on a decoded
-frame.
+:func:`fersuite.data.preprocess.load_input` is the one function that turns (card, image
+file) into the model's input tensor.
+
+This module is plain data and its validation: it imports nothing above :mod:`fersuite.errors`
+and :mod:`fersuite.types`.
 
 Checkpoints written before the card (``input_size``/``in_chans``/``mean``/``std`` at the top
 level, no face crop) still load: their face crop is the centre square with EXIF applied, what
@@ -31,37 +33,30 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fersuite.errors import UntrustedFileError
+from fersuite.errors import ModelCardError, ModelCardFormatError
 from fersuite.types import InputSpec
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
-    from fersuite.data.faces import Box, FaceDetector
 
 __all__ = [
     "BOUNDS",
     "CARD_VERSION",
     "CROP_KINDS",
+    "MODEL_FACTORY",
     "CardBounds",
     "FaceCrop",
     "InputSpec",
     "ModelCard",
     "ModelCardFormatError",
-    "decode_face",
-    "decode_frame",
-    "frame_input",
-    "input_transform",
-    "load_input",
-    "preprocess",
+    "plain_model_cfg",
     "read_card_json",
     "spec_from",
 ]
 
 CARD_VERSION = 1
+
+#: The one model factory a card names: the model registry (``arch`` + plain keyword values).
+MODEL_FACTORY = "fersuite.models.registry.create_model"
 
 #: ``center``: the centre square of the image. ``whole``: the stored images are face crops
 #: used whole (FER2013's 48x48, RAF-DB's aligned faces); for a non-square image at predict
@@ -72,10 +67,6 @@ CROP_KINDS = ("center", "whole", "box", "detector")
 #: ``mtcnn``: fersuite's default detector (weights in its pinned package); ``yunet``/``haar``
 #: need a model file (see :mod:`fersuite.data.faces`).
 DETECTORS = ("mtcnn", "yunet", "haar")
-
-
-class ModelCardFormatError(UntrustedFileError):
-    """A model card (checkpoint metadata or sidecar) that is not in the expected shape."""
 
 
 @dataclass(frozen=True)
@@ -444,6 +435,112 @@ def _spec(
     return InputSpec(side, c, m, s)
 
 
+_PLAIN = "plain values (str, int, float, bool, None and lists/dicts of them)"
+_KEYWORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+
+
+def model_cfg_error(source: str, what: str) -> ModelCardError:
+    return ModelCardError(f"{source}: refusing to rebuild the model: {what}")
+
+
+def _check_plain(
+    value: Any, key: str, source: str, depth: int = 1, seen: list[int] | None = None
+) -> Any:
+    """A deep copy of ``value`` when it is plain data within the card's bounds (depth, number
+    of values, string length, finite numbers); a one-line refusal otherwise."""
+    seen = [0] if seen is None else seen
+    seen[0] += 1
+    if depth > BOUNDS.max_depth or seen[0] > BOUNDS.max_nodes:
+        raise model_cfg_error(
+            source,
+            f"{key}: nested too deep or too large (at most {BOUNDS.max_depth} levels and "
+            f"{BOUNDS.max_nodes} values)",
+        )
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise model_cfg_error(
+                    source, f"{key} has a non-string key of type {type(k).__name__}"
+                )
+            if not _KEYWORD.fullmatch(k):
+                raise model_cfg_error(
+                    source, f"{key} has the key {short_repr(k)}; expected a keyword name"
+                )
+            sub = f"{key}.{k}"
+            if k == "_target_":
+                raise model_cfg_error(
+                    source,
+                    f"{sub}={short_repr(v)}: a nested _target_ is never run; expected {_PLAIN}",
+                )
+            if k.startswith("_") and k.endswith("_"):
+                raise model_cfg_error(
+                    source, f"{sub}: Hydra keys are not accepted; expected {_PLAIN}"
+                )
+            out[k] = _check_plain(v, sub, source, depth + 1, seen)
+        return out
+    if isinstance(value, list | tuple):
+        return [
+            _check_plain(v, f"{key}[{i}]", source, depth + 1, seen) for i, v in enumerate(value)
+        ]
+    if isinstance(value, str):
+        if "${" in value:
+            raise model_cfg_error(
+                source, f"{key}={short_repr(value)}: an interpolation is not a plain value"
+            )
+        if len(value) > BOUNDS.max_str_len:
+            raise model_cfg_error(
+                source, f"{key} is {len(value)} characters; at most {BOUNDS.max_str_len}"
+            )
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise model_cfg_error(source, f"{key}={value}; expected a finite number")
+    if isinstance(value, int) and value.bit_length() > 63:
+        raise model_cfg_error(source, f"{key}: an integer of {value.bit_length()} bits; at most 64")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    raise model_cfg_error(source, f"{key} is a {type(value).__name__}, not one of the {_PLAIN}")
+
+
+def short_repr(value: Any) -> str:
+    """A short repr of a value from a file (a container is not recursed into)."""
+    if isinstance(value, Mapping):
+        return "{...}"
+    if isinstance(value, list | tuple):
+        return "[...]"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "<a large integer>"
+    if value is None or isinstance(value, bool | int | float | str):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"<a {type(value).__name__}>"
+
+
+def plain_model_cfg(model_cfg: Any, source: str) -> dict[str, Any]:
+    """``{"_target_": MODEL_FACTORY, "arch": <str>, **plain keyword values}``: the shape of a
+    card's model config, checked without importing a model (the registry's own check is
+    :func:`fersuite.checkpoint.check_model_card`). Raises :class:`ModelCardError`."""
+    if not isinstance(model_cfg, Mapping):
+        raise model_cfg_error(
+            source, f"model_cfg is a {type(model_cfg).__name__}; expected a mapping"
+        )
+    target = model_cfg.get("_target_", MODEL_FACTORY)
+    if target != MODEL_FACTORY:
+        raise model_cfg_error(
+            source,
+            f"model_cfg._target_={short_repr(target)}; only {MODEL_FACTORY} (the model registry) "
+            "is accepted",
+        )
+    body = {k: v for k, v in model_cfg.items() if k != "_target_"}
+    checked: dict[str, Any] = _check_plain(body, "model_cfg", source)
+    arch = checked.get("arch")
+    if not isinstance(arch, str) or not _KEYWORD.fullmatch(arch):
+        raise model_cfg_error(
+            source, f"model_cfg.arch={short_repr(arch)}; expected an architecture name"
+        )
+    return {"_target_": MODEL_FACTORY, **checked}
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a trained model is and what it needs to see (see the module docstring)."""
@@ -459,8 +556,6 @@ class ModelCard:
     @property
     def model_cfg(self) -> dict[str, Any]:
         """``{"_target_": <the registry's factory>, "arch": ..., **kwargs}`` (plain data)."""
-        from fersuite.checkpoint import MODEL_FACTORY
-
         return {"_target_": MODEL_FACTORY, "arch": self.arch, **self.kwargs}
 
     @property
@@ -517,18 +612,17 @@ class ModelCard:
     def from_dict(cls, d: Any, source: str = "<model card>") -> ModelCard:
         """Read a card (any version, and the pre-card checkpoint metadata) into checked plain
         values: every bound of :data:`BOUNDS`; the model config is checked by
-        :func:`fersuite.checkpoint.check_model_card` (plain values, registry, kwarg ranges).
+        :func:`plain_model_cfg` (plain values; a file's card is read by
+        :func:`fersuite.checkpoint.read_card`, which adds the registry's check).
         Raises :class:`ModelCardFormatError` (or ``ModelCardError`` for the model config):
         one line naming ``source`` and the key."""
-        from fersuite.checkpoint import check_model_card
-
         if not isinstance(d, Mapping):
             raise ModelCardFormatError(f"{source}: model card is a {type(d).__name__}, not a dict")
         try:
             for key in _CARD_KEYS:
                 if key in d:
                     _check_tree(d[key], key)
-            checked = check_model_card(d.get("model_cfg"), source)
+            checked = plain_model_cfg(d.get("model_cfg"), source)
             if "input" in d:
                 inp = d["input"]
                 if not isinstance(inp, Mapping):
@@ -562,151 +656,3 @@ class ModelCard:
             input=spec,
             face_crop=crop,
         )
-
-    def rebuild(self, source: str = "<model card>") -> torch.nn.Module:
-        """The (untrained) network, through the model registry with plain values only."""
-        from fersuite.checkpoint import build_model_from_card
-
-        return build_model_from_card(self.model_cfg, source, num_classes=len(self.class_names))
-
-
-# ------------------------------------------------------------------------------------------
-# image file -> model input
-# ------------------------------------------------------------------------------------------
-
-
-def decode_face(
-    crop: FaceCrop,
-    path: str | Path,
-    channels: int,
-    size: int,
-    detector: FaceDetector | None = None,
-    box: Box | None = None,
-) -> tuple[np.ndarray, bool]:
-    """The face of ``path`` as a ``size``×``size`` uint8 array, cut as ``crop`` says.
-
-    ``box`` (stored-image pixels; ``kind='box'``) or else ``detector`` (``kind='detector'``;
-    built by the caller: it needs a model file) gives the face, widened by the margin; without
-    them the centre square. The flag is False when a detector found no face.
-    Raises :class:`fersuite.data.images.ImageReadError` for unreadable files.
-    """
-    from fersuite.data.faces import load_face
-    from fersuite.data.images import color_mode
-
-    return load_face(
-        Path(path),
-        color_mode(channels),
-        size,
-        box=box,
-        margin=crop.margin,
-        detector=detector,
-        exif_transpose=crop.exif,
-    )
-
-
-def input_transform(card: ModelCard) -> Any:
-    """uint8 CHW face -> the normalised (C, S, S) float input (the training eval transform)."""
-    from fersuite.data.transforms import build_transforms
-
-    spec = card.input
-    return build_transforms(spec.size, spec.channels, spec.mean, spec.std, train=False)
-
-
-def preprocess(card: ModelCard, face: np.ndarray, transform: Any = None) -> torch.Tensor:
-    """A uint8 (H, W) or (H, W, 3) face -> the model's (C, S, S) float32 input."""
-    import numpy as np
-    import torch
-
-    img = torch.from_numpy(np.array(face, dtype=np.uint8, copy=True))
-    img = img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1)
-    return (transform or input_transform(card))(img).float()  # type: ignore[no-any-return]
-
-
-def load_input(
-    card: ModelCard,
-    path: str | Path,
-    detector: FaceDetector | None = None,
-    box: Box | None = None,
-    face_crop: FaceCrop | None = None,
-    transform: Any = None,
-) -> tuple[torch.Tensor, bool]:
-    """(card, image file) -> (the model's (C, S, S) input tensor, face found).
-
-    The same steps as training: decode with EXIF applied, cut the face as the card's
-    ``face_crop`` says (``face_crop`` overrides it), resize to the crop size, then the eval
-    transform (channels, resize to the input size, /255, mean/std).
-    """
-    crop = face_crop or card.face_crop
-    face, found = decode_face(crop, path, card.in_chans, card.crop_size, detector, box)
-    return preprocess(card, face, transform), found
-
-
-def decode_frame(
-    crop: FaceCrop, rgb: np.ndarray, channels: int, size: int, box: Box | None = None
-) -> np.ndarray:
-    """The face of a decoded frame (an (H, W, 3) uint8 RGB array, e.g. a video frame) as a
-    ``size``×``size`` uint8 array: the square around ``box`` (frame pixels; a detector's or a
-    tracker's face) widened by the crop's margin, else the centre square -- the cut
-    :func:`decode_face` makes of an image file."""
-    import numpy as np
-    from PIL import Image
-
-    from fersuite.data.faces import cut_face
-    from fersuite.data.images import color_mode
-
-    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
-    return cut_face(img, color_mode(channels), size, box, crop.margin)
-
-
-def frame_input(
-    card: ModelCard,
-    rgb: np.ndarray,
-    box: Box | None = None,
-    face_crop: FaceCrop | None = None,
-    transform: Any = None,
-) -> torch.Tensor:
-    """(card, decoded RGB frame) -> the model's (C, S, S) input tensor: :func:`load_input`
-    for a frame already in memory (video, camera). ``box`` is the face found in the frame
-    (None: the centre square, as the card's crop does without a box or a detected face)."""
-    crop = face_crop or card.face_crop
-    face = decode_frame(crop, rgb, card.in_chans, card.crop_size, box)
-    return preprocess(card, face, transform)
-
-
-def training_card(
-    model_cfg: Any,
-    class_names: Sequence[str],
-    has_va: bool,
-    input_size: int,
-    in_chans: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    face_crop: FaceCrop | None = None,
-) -> dict[str, Any]:
-    """The card a training run stores in its checkpoints, as plain data.
-
-    A model config that is not the registry's (another ``_target_``) is stored as it is, as
-    before the card; such a checkpoint cannot be rebuilt by fersuite (it never could)."""
-    from fersuite.checkpoint import ModelCardError
-
-    raw = {
-        "card_version": CARD_VERSION,
-        "model_cfg": model_cfg,
-        "class_names": [str(c) for c in class_names],
-        "has_va": bool(has_va),
-        "input": {
-            "size": int(input_size),
-            "channels": int(in_chans),
-            "mean": [float(v) for v in mean],
-            "std": [float(v) for v in std],
-        },
-        "face_crop": (face_crop or FaceCrop()).to_dict(),
-        "input_size": int(input_size),
-        "in_chans": int(in_chans),
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-    }
-    try:
-        return ModelCard.from_dict(raw, "model").to_dict()
-    except ModelCardError:
-        return raw

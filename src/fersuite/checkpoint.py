@@ -16,98 +16,36 @@ distillation teachers) goes through these two functions.
 from __future__ import annotations
 
 import copy
-import math
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fersuite.card import BOUNDS, ModelCard, ModelCardFormatError
-from fersuite.models.weights import PretrainedWeightsError, describe_mismatch
+from fersuite.card import (
+    CARD_VERSION,
+    FaceCrop,
+    ModelCard,
+    model_cfg_error,
+    plain_model_cfg,
+    short_repr,
+)
+from fersuite.config_schema import check_target_node
+from fersuite.errors import (
+    ConfigError,
+    ModelCardError,
+    ModelCardFormatError,
+    PretrainedWeightsError,
+)
+from fersuite.models.registry import create_model, kwarg_problem, list_models
+from fersuite.models.weights import describe_mismatch
 
 META_KEY = "fersuite"
 
+
 #: The only ``_target_`` a stored model config may name (at its top level).
-MODEL_FACTORY = "fersuite.models.registry.create_model"
-_PLAIN = "plain values (str, int, float, bool, None and lists/dicts of them)"
-_KEYWORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
-
-
-class ModelCardError(PretrainedWeightsError):
-    """A model config read from a file is not an architecture name plus plain values."""
-
-
-def _refuse(source: str, what: str) -> ModelCardError:
-    return ModelCardError(f"{source}: refusing to rebuild the model: {what}")
-
-
-def _check_plain(
-    value: Any, key: str, source: str, depth: int = 1, seen: list[int] | None = None
-) -> Any:
-    """A deep copy of ``value`` when it is plain data within the card's bounds (depth, number
-    of values, string length, finite numbers); a one-line refusal otherwise."""
-    seen = [0] if seen is None else seen
-    seen[0] += 1
-    if depth > BOUNDS.max_depth or seen[0] > BOUNDS.max_nodes:
-        raise _refuse(
-            source,
-            f"{key}: nested too deep or too large (at most {BOUNDS.max_depth} levels and "
-            f"{BOUNDS.max_nodes} values)",
-        )
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise _refuse(source, f"{key} has a non-string key of type {type(k).__name__}")
-            if not _KEYWORD.fullmatch(k):
-                raise _refuse(source, f"{key} has the key {_short(k)}; expected a keyword name")
-            sub = f"{key}.{k}"
-            if k == "_target_":
-                raise _refuse(
-                    source,
-                    f"{sub}={_short(v)}: a nested _target_ is never run; expected {_PLAIN}",
-                )
-            if k.startswith("_") and k.endswith("_"):
-                raise _refuse(source, f"{sub}: Hydra keys are not accepted; expected {_PLAIN}")
-            out[k] = _check_plain(v, sub, source, depth + 1, seen)
-        return out
-    if isinstance(value, list | tuple):
-        return [
-            _check_plain(v, f"{key}[{i}]", source, depth + 1, seen) for i, v in enumerate(value)
-        ]
-    if isinstance(value, str):
-        if "${" in value:
-            raise _refuse(source, f"{key}={_short(value)}: an interpolation is not a plain value")
-        if len(value) > BOUNDS.max_str_len:
-            raise _refuse(source, f"{key} is {len(value)} characters; at most {BOUNDS.max_str_len}")
-        return value
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _refuse(source, f"{key}={value}; expected a finite number")
-    if isinstance(value, int) and value.bit_length() > 63:
-        raise _refuse(source, f"{key}: an integer of {value.bit_length()} bits; at most 64")
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    raise _refuse(source, f"{key} is a {type(value).__name__}, not one of the {_PLAIN}")
-
-
-def _short(value: Any) -> str:
-    """A short repr of a value from a file (a container is not recursed into)."""
-    if isinstance(value, Mapping):
-        return "{...}"
-    if isinstance(value, list | tuple):
-        return "[...]"
-    if isinstance(value, int) and value.bit_length() > 64:
-        return "<a large integer>"
-    if value is None or isinstance(value, bool | int | float | str):
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return f"<a {type(value).__name__}>"
-
-
 def check_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
     """The checked, plain copy of a model config read from ``source`` (a file someone made).
 
@@ -117,40 +55,27 @@ def check_model_card(model_cfg: Any, source: str) -> dict[str, Any]:
     interpolations) raises :class:`ModelCardError` with one line naming ``source``; nothing
     from the file is imported or called.
     """
-    from fersuite.config import ConfigError
-    from fersuite.config_schema import check_target_node
-    from fersuite.models.registry import kwarg_problem, list_models
 
-    if not isinstance(model_cfg, Mapping):
-        raise _refuse(source, f"model_cfg is a {type(model_cfg).__name__}; expected a mapping")
-    target = model_cfg.get("_target_", MODEL_FACTORY)
-    if target != MODEL_FACTORY:
-        raise _refuse(
-            source,
-            f"model_cfg._target_={_short(target)}; only {MODEL_FACTORY} (the model registry) "
-            "is accepted",
-        )
-    body = {k: v for k, v in model_cfg.items() if k != "_target_"}
-    card: dict[str, Any] = _check_plain(body, "model_cfg", source)
+    card = plain_model_cfg(model_cfg, source)
     arch = card.get("arch")
-    if not isinstance(arch, str) or arch not in list_models():
-        raise _refuse(source, f"model_cfg.arch={_short(arch)}; expected one of {list_models()}")
-    card = {"_target_": MODEL_FACTORY, **card}
+    if arch not in list_models():
+        raise model_cfg_error(
+            source, f"model_cfg.arch={short_repr(arch)}; expected one of {list_models()}"
+        )
     try:  # keys and simple types against the architecture's signature (imports nothing else)
         check_target_node("model_cfg", card)
     except ConfigError as exc:
-        raise _refuse(source, str(exc)[:300]) from exc
+        raise model_cfg_error(source, str(exc)[:300]) from exc
     # the ranges of what sizes the model (before anything is built)
     problem = kwarg_problem(arch, {k: v for k, v in card.items() if k not in ("_target_", "arch")})
     if problem:
-        raise _refuse(source, f"model_cfg.{problem}")
+        raise model_cfg_error(source, f"model_cfg.{problem}")
     return card
 
 
 def build_model_from_card(model_cfg: Any, source: str, **overrides: Any) -> nn.Module:
     """Check ``model_cfg`` (:func:`check_model_card`) and build it through the model registry;
     ``overrides`` (e.g. ``num_classes``) are the caller's own keyword values."""
-    from fersuite.models.registry import create_model
 
     card = check_model_card(model_cfg, source)
     kwargs = {k: v for k, v in card.items() if k not in ("_target_", "arch")}
@@ -202,7 +127,7 @@ def checkpoint_card(ckpt: dict[str, Any], source: str = "<checkpoint>") -> Model
             "was it written by fersuite-train?"
         )
     try:
-        return ModelCard.from_dict(meta, source)
+        return read_card(meta, source)
     except ModelCardFormatError as exc:
         raise PretrainedWeightsError(str(exc)) from exc
 
@@ -230,3 +155,55 @@ def load_model_from_checkpoint(
     net.load_state_dict(sd, strict=True)
     net.to(map_location).eval()
     return net, meta
+
+
+def read_card(raw: Any, source: str = "<model card>") -> ModelCard:
+    """A model card read from a file someone made: :meth:`ModelCard.from_dict` (its shape and
+    bounds) and :func:`check_model_card` (a registered architecture, its keyword names and
+    ranges). Every reader of a foreign card goes through here."""
+    card = ModelCard.from_dict(raw, source)
+    check_model_card(card.model_cfg, source)
+    return card
+
+
+def build_model(card: ModelCard, source: str = "<model card>") -> nn.Module:
+    """The (untrained) network of ``card``, through the model registry with plain values
+    only."""
+    return build_model_from_card(card.model_cfg, source, num_classes=len(card.class_names))
+
+
+def training_card(
+    model_cfg: Any,
+    class_names: Sequence[str],
+    has_va: bool,
+    input_size: int,
+    in_chans: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    face_crop: FaceCrop | None = None,
+) -> dict[str, Any]:
+    """The card a training run stores in its checkpoints, as plain data.
+
+    A model config that is not the registry's (another ``_target_``) is stored as it is, as
+    before the card; such a checkpoint cannot be rebuilt by fersuite (it never could)."""
+    raw = {
+        "card_version": CARD_VERSION,
+        "model_cfg": model_cfg,
+        "class_names": [str(c) for c in class_names],
+        "has_va": bool(has_va),
+        "input": {
+            "size": int(input_size),
+            "channels": int(in_chans),
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+        },
+        "face_crop": (face_crop or FaceCrop()).to_dict(),
+        "input_size": int(input_size),
+        "in_chans": int(in_chans),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+    }
+    try:
+        return read_card(raw, "model").to_dict()
+    except ModelCardError:
+        return raw

@@ -8,25 +8,41 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+from fersuite.config_schema import validate_schema
+from fersuite.errors import ConfigError
+from fersuite.models.registry import list_models
 
 log = logging.getLogger(__name__)
 
 
 def _config_dir() -> str:
-    """``FERSUITE_CONFIG_DIR`` when set, else the configs shipped inside the package
-    (``fersuite/conf``: package data, so a regular ``pip install`` finds them too)."""
+    """Where the Hydra configs are, first match wins:
+
+    1. ``FERSUITE_CONFIG_DIR`` when set;
+    2. ``<package dir>/conf``: an installed wheel (it carries the top-level ``conf/`` there);
+    3. the checkout's top-level ``conf/`` beside ``src/`` (an editable install or a checkout).
+
+    Neither 2 nor 3 existing raises a one-line :class:`ConfigError` naming both places.
+    """
     env = os.environ.get("FERSUITE_CONFIG_DIR")
     if env:
         return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parent / "conf")
+    here = Path(__file__).resolve()
+    candidates = (here.parent / "conf", here.parents[2] / "conf")
+    for conf in candidates:
+        if conf.is_dir():
+            return str(conf)
+    raise ConfigError(
+        "no fersuite configs: neither "
+        + " nor ".join(str(c) for c in candidates)
+        + " exists; set FERSUITE_CONFIG_DIR=<dir holding train.yaml>"
+    )
 
 
 CONFIG_DIR = _config_dir()
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work, named with its key."""
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -36,8 +52,6 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"optimizer.lr={opt.lr}; expected a learning rate > 0")
     model = cfg.get("model")
     if model is not None and model.get("arch") is not None:
-        from fersuite.models.registry import list_models
-
         if model.arch not in list_models():
             raise ConfigError(f"model.arch={model.arch!r}; expected one of {list_models()}")
         if (  # training EmoNet's head on a random frozen trunk is never what is meant
@@ -59,7 +73,6 @@ def validate_config(cfg: DictConfig) -> None:
     ):
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs}; expected >= 1")
     # Structured checks of every group (keys, simple types, impossible values).
-    from fersuite.config_schema import validate_schema
 
     validate_schema(cfg)
     warn_unset_recommended(cfg)
@@ -99,8 +112,6 @@ def require_ckpt_path(cfg: DictConfig, app: str) -> str:
 def current_overrides() -> list[str] | None:
     """The task overrides of the running Hydra job (the command line), or None outside Hydra."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         return [str(o) for o in HydraConfig.get().overrides.task]
     except Exception:  # noqa: BLE001 - no Hydra job (library use)
         return None

@@ -21,9 +21,16 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import timm
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
+from fersuite.models.registry import get_model_class, list_models
+from fersuite.models.timm_backbone import check_input_size
+from fersuite.monitoring import monitor_direction
 
 #: ``task.module`` names the LightningModule builder; ``distill`` (task=distill) its settings.
 TARGET_GROUPS = (
@@ -51,7 +58,6 @@ class Signature:
 
 
 def _locate(key: str, target: str) -> Any:
-    from hydra.utils import get_object
 
     try:
         return get_object(target)
@@ -230,8 +236,6 @@ def _check_dataclass_keys(key: str, value: Mapping[str, Any], cls: type) -> None
 def target_signature(key: str, node: Mapping[str, Any]) -> Signature:
     target = str(node["_target_"])
     if target == _MODEL_FACTORY and node.get("arch") is not None:
-        from fersuite.models.registry import get_model_class, list_models
-
         if node["arch"] not in list_models():
             raise ConfigError(f"{key}.arch={node['arch']!r}; expected one of {list_models()}")
         sig = signature_of(get_model_class(str(node["arch"])))
@@ -276,9 +280,6 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
 def _check_model(model: Mapping[str, Any]) -> None:
     if model.get("arch") != "timm" or "name" not in model:
         return
-    import timm
-
-    from fersuite.models.timm_backbone import check_input_size
 
     name = str(model["name"])
     if name not in timm.list_models():
@@ -363,7 +364,6 @@ def _check_monitor(cfg: DictConfig) -> None:
     monitor = cfg.get("monitor")
     if monitor is None:
         return
-    from fersuite.monitoring import monitor_direction
 
     monitor_direction(str(monitor), cfg.get("monitor_mode"))
 
@@ -388,3 +388,32 @@ def validate_schema(cfg: DictConfig) -> None:
             if isinstance(node, Mapping) and "_target_" in node:
                 check_target_node(f"{group}.{name}", node)
     _check_reliability(cfg)
+
+
+def composition_hint(exc: BaseException) -> str | None:
+    """A command line Hydra cannot compose, answered with the closest valid choice: an unknown
+    key (``trainer.max_epoch=3``: Hydra's "Key ... is not in struct") → the closest key of the
+    composed config or of its ``_target_``'s signature; an unknown group option
+    (``model=mitfer``) → the closest option. None for any other error."""
+    if isinstance(exc, MissingConfigException):
+        group, _, option = str(exc.missing_cfg_file or "").rpartition("/")
+        options = [str(o) for o in exc.options or [] if not str(o).startswith("_")]
+        best = closest(option, options) if group and option else None
+        if best is None:
+            return None
+        where = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.missing_cfg_file
+        return f"{where}; did you mean {group}={best}? (options: {', '.join(options)})"
+    if not isinstance(exc, ConfigCompositionException):
+        return None
+    cause = exc.__cause__
+    if not isinstance(cause, ConfigAttributeError | ConfigKeyError):
+        return None
+    node, key, full_key = cause.parent_node, cause.key, cause.full_key
+    if not isinstance(node, DictConfig) or not isinstance(key, str) or not full_key:
+        return None
+    if key in node:
+        return None
+    try:
+        return unknown_key_hint(str(full_key), key, node)
+    except Exception:  # noqa: BLE001 - fall back to Hydra's own message
+        return None

@@ -1,10 +1,15 @@
-"""The errors that are the user's to fix, and how an app words them.
+"""Every error fersuite raises on purpose, and how an app words it. Imports nothing from
+fersuite: this is the ground floor.
 
-An app (``fersuite-train``, ``-data``, ``-profile``, ``-export``, ``-predict``, ``-report``)
-answers an error of :func:`user_errors` with one line ``fersuite-<app>: error: ...`` and exit
-status 2; a :class:`RunFailedError` with one line and exit status 1; any other exception is a
-failed run (a bug): traceback logged, exit status 1. See
-:mod:`fersuite.apps`.
+Two families, two exit statuses (see :mod:`fersuite.apps`):
+
+* :class:`UserError` — bad input whose message is the whole story (a config value, a data
+  file, a checkpoint, an image, a command line): one line ``fersuite-<app>: error: ...`` and
+  exit status 2. Every more specific user error below derives from it.
+* :class:`RunFailedError` — a run that failed for a reason its message states (e.g. an export
+  that does not match PyTorch): one line, exit status 1.
+
+Any other exception is a failed run (a bug): traceback logged, exit status 1.
 """
 
 from __future__ import annotations
@@ -12,12 +17,33 @@ from __future__ import annotations
 import errno
 import functools
 
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+    SearchPathException,
+)
+
 __all__ = [
+    "ConfigError",
+    "DataFormatError",
+    "ExportError",
+    "ImageReadError",
+    "InputError",
+    "ModelCardError",
+    "ModelCardFormatError",
+    "NonFiniteError",
+    "PredictError",
+    "PretrainedWeightsError",
     "RunFailedError",
+    "RunLockedError",
     "UntrustedFileError",
     "UserError",
+    "VideoReadError",
     "is_user_error",
     "one_line",
+    "storage_error",
     "user_errors",
 ]
 
@@ -27,6 +53,27 @@ class UserError(Exception):
     exit status 2."""
 
 
+class RunFailedError(Exception):
+    """A run that failed for a reason its message states (e.g. an exported model that does not
+    match PyTorch): one line, exit status 1, no traceback."""
+
+
+# --- user errors (exit 2) ------------------------------------------------------------------
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work, named with its key."""
+
+
+class DataFormatError(UserError, ValueError):
+    """A dataset file, row or image that does not match its public format: one line naming the
+    file (and line, or image path) and what was expected."""
+
+
+class ImageReadError(UserError, ValueError):
+    """An image that cannot be decoded (the caller adds the path)."""
+
+
 class UntrustedFileError(UserError, ValueError):
     """A file someone else made (checkpoint, resume state, ``model.json`` sidecar, exported
     ``.onnx``/``.pte``/``.pt`` model, stored data spec) that fersuite's reader refuses: its
@@ -34,34 +81,56 @@ class UntrustedFileError(UserError, ValueError):
     every app; nothing in the file has run or been acted on."""
 
 
-class RunFailedError(Exception):
-    """A run that failed for a reason its message states (e.g. an exported model that does not
-    match PyTorch): one line, exit status 1, no traceback."""
+class ModelCardFormatError(UntrustedFileError):
+    """A model card (checkpoint metadata or sidecar) that is not in the expected shape."""
+
+
+class PretrainedWeightsError(UserError, RuntimeError):
+    """Local weights that are missing, unsafe, or do not fit the model."""
+
+
+class ModelCardError(PretrainedWeightsError):
+    """A model config read from a file is not an architecture name plus plain values."""
+
+
+class NonFiniteError(UserError, RuntimeError):
+    """Training met a non-finite loss, gradient or weight."""
+
+
+class RunLockedError(UserError):
+    """Another live run writes into this run dir."""
+
+
+class PredictError(UserError, ValueError):
+    """Bad input to fersuite-predict (one line naming the file or key)."""
+
+
+class InputError(PredictError):
+    """An input (image, video, camera, named path) that cannot be read: ``<file>: <why>``."""
+
+    def __init__(self, file: str, why: str) -> None:
+        super().__init__(f"{file}: {why}")
+        self.file = file
+        self.why = why
+
+
+class VideoReadError(PredictError):
+    """A video or camera that cannot be read (one line naming it)."""
+
+
+# --- failed runs (exit 1) ------------------------------------------------------------------
+
+
+class ExportError(RunFailedError, RuntimeError):
+    """An export that failed or whose outputs do not match PyTorch."""
 
 
 @functools.cache
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes whose message names the bad input (imported on first use)."""
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-        SearchPathException,
-    )
-
-    from fersuite.callbacks.nonfinite_guard import NonFiniteError
-    from fersuite.config import ConfigError
-    from fersuite.data.errors import DataFormatError
-    from fersuite.data.images import ImageReadError
-    from fersuite.models.weights import PretrainedWeightsError
 
     return (
         UserError,
-        ConfigError,
-        DataFormatError,
-        ImageReadError,
-        PretrainedWeightsError,
-        NonFiniteError,
         FileNotFoundError,
         # Hydra: the command line or a config file does not compose (unknown key or group
         # option, bad override syntax, missing config file).
@@ -75,7 +144,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def _unwrapped(exc: BaseException) -> BaseException:
     """The error below Hydra's ``InstantiationException`` wrapping (a constructor that
     rejected its config value raises a user error, which Hydra wraps)."""
-    from hydra.errors import InstantiationException
 
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__
@@ -102,47 +170,9 @@ def is_user_error(exc: BaseException) -> bool:
     return isinstance(_unwrapped(exc), user_errors()) or storage_error(exc) == "not_writable"
 
 
-def _composition_hint(exc: BaseException) -> str | None:
-    """A command line Hydra cannot compose, answered with the closest valid choice: an unknown
-    key (``trainer.max_epoch=3``: Hydra's "Key ... is not in struct") → the closest key of the
-    composed config or of its ``_target_``'s signature; an unknown group option
-    (``model=mitfer``) → the closest option. None for any other error."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException
-
-    if isinstance(exc, MissingConfigException):
-        from fersuite.config_schema import closest
-
-        group, _, option = str(exc.missing_cfg_file or "").rpartition("/")
-        options = [str(o) for o in exc.options or [] if not str(o).startswith("_")]
-        best = closest(option, options) if group and option else None
-        if best is None:
-            return None
-        where = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.missing_cfg_file
-        return f"{where}; did you mean {group}={best}? (options: {', '.join(options)})"
-    if not isinstance(exc, ConfigCompositionException):
-        return None
-    from omegaconf import DictConfig
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    cause = exc.__cause__
-    if not isinstance(cause, ConfigAttributeError | ConfigKeyError):
-        return None
-    node, key, full_key = cause.parent_node, cause.key, cause.full_key
-    if not isinstance(node, DictConfig) or not isinstance(key, str) or not full_key:
-        return None
-    if key in node:
-        return None
-    from fersuite.config_schema import unknown_key_hint
-
-    try:
-        return unknown_key_hint(str(full_key), key, node)
-    except Exception:  # noqa: BLE001 - fall back to Hydra's own message
-        return None
-
-
 def one_line(exc: BaseException) -> str:
-    """The message of ``exc`` (and of an OmegaConf cause Hydra wraps) on one line; a key or
-    group option on the command line that Hydra cannot compose names the closest valid one."""
+    """The message of ``exc`` (and of an OmegaConf cause Hydra wraps) on one line. (A command
+    line Hydra cannot compose is worded by :func:`fersuite.config_schema.composition_hint`.)"""
     exc = _unwrapped(exc)
     kind = storage_error(exc)
     if kind is not None and isinstance(exc, OSError):
@@ -153,9 +183,6 @@ def one_line(exc: BaseException) -> str:
             else "free space on that disk (or another folder, e.g. paths.root_dir=<dir>)"
         )
         return f"cannot write {where}: {exc.strerror or type(exc).__name__}; needs {need}"
-    hint = _composition_hint(exc)
-    if hint is not None:
-        return hint
     parts = [str(exc).strip()]
     cause = exc.__cause__
     if cause is not None and type(cause).__module__.startswith("omegaconf"):

@@ -21,34 +21,44 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from fersuite.card import ModelCard
-from fersuite.checkpoint import META_KEY, checkpoint_card, read_checkpoint, trained_model_card
-from fersuite.config import ConfigError, current_overrides, override_key, require_ckpt_path
+from fersuite.checkpoint import (
+    META_KEY,
+    checkpoint_card,
+    load_model_from_checkpoint,
+    read_checkpoint,
+    trained_model_card,
+)
+from fersuite.config import current_overrides, override_key, require_ckpt_path
 from fersuite.data.record import recorded_data_config
 from fersuite.deploy.base import exported_format
-from fersuite.labels import canonical_name, mapping_indices
+from fersuite.errors import ConfigError
+from fersuite.inference import load_predictor, read_sidecar
+from fersuite.labels import same_classes
+from fersuite.models.heads import ClassRemap
+from fersuite.modules.affect_module import build_affect_module
+from fersuite.runs.setup import finish_run, make_trainer, prepare_run
 from fersuite.types import AffectOutput
 
 __all__ = [
-    "ClassRemap",
     "EvaluatedModel",
     "ExportedNet",
     "adopt_checkpoint_data",
     "adopt_checkpoint_model",
-    "class_index_map",
     "evaluate",
     "evaluated_model",
     "net_for_dataset",
-    "same_classes",
     "wants_checkpoint_eval",
 ]
 
@@ -112,7 +122,6 @@ def _sidecar_facts(path: Path) -> tuple[str | None, int]:
 
 def evaluated_model(path: str | Path) -> EvaluatedModel:
     """The model card of a ``.ckpt`` (its metadata) or of an exported model (its sidecar)."""
-    from fersuite.inference import read_sidecar
 
     p = Path(path)
     fmt = exported_format(p)
@@ -179,7 +188,6 @@ def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: lis
     overrides applied on top; a checkpoint without a record (older, or an exported model)
     keeps the default dataset, and says so. The input keys are the card's: an override that
     contradicts the card is refused."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     card = model.card
     want = {
@@ -268,11 +276,8 @@ class ExportedNet(nn.Module):
 def load_evaluated_net(model: EvaluatedModel) -> nn.Module:
     """The network of a checkpoint, or an exported model's runner as :class:`ExportedNet`."""
     if not model.exported:
-        from fersuite.checkpoint import load_model_from_checkpoint
-
         net, _ = load_model_from_checkpoint(model.path)
         return net
-    from fersuite.inference import load_predictor
 
     predictor = load_predictor(model.path)
     n = len(model.card.class_names)
@@ -294,10 +299,6 @@ def net_for_dataset(net: nn.Module, card: ModelCard, datamodule: Any) -> nn.Modu
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint or exported model ``cfg.ckpt_path`` on ``cfg.data``; return (and
     write to ``metrics.json``) its metrics, keyed as a training run's ``test/*``."""
-    from hydra.utils import instantiate
-
-    from fersuite.modules.affect_module import build_affect_module
-    from fersuite.training import finish_run, make_trainer, prepare_run
 
     require_ckpt_path(cfg, "fersuite-eval")
     model = adopt_checkpoint_model(cfg)
@@ -315,50 +316,3 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     values: dict[str, Any] = dict(trainer.callback_metrics)
     label = "checkpoint" if not model.exported else f"{model.format} model"
     return finish_run(trainer, callbacks, values, out_dir, {label: str(model.path)})
-
-
-def class_index_map(model_classes: Sequence[str], data_classes: Sequence[str]) -> list[int]:
-    """For each dataset class, the index of the model logit with the same canonical name."""
-    try:
-        found = mapping_indices(list(data_classes), list(model_classes))
-    except ValueError as exc:
-        raise ConfigError(f"cannot map classes by name: {exc}") from exc
-    missing = [n for n, i in zip(data_classes, found, strict=True) if i is None]
-    if missing:
-        raise ConfigError(
-            f"the checkpoint's model never learnt the dataset class(es) {', '.join(missing)} "
-            f"(model classes: {', '.join(model_classes)}); evaluate on a dataset/num_classes "
-            "whose classes the model knows (e.g. data.num_classes=7 drops contempt)"
-        )
-    return [int(i) for i in found if i is not None]
-
-
-class ClassRemap(nn.Module):
-    """Wraps a trained network so its expression logits follow another class order.
-
-    Valence and arousal pass through unchanged. ``num_classes`` is the dataset's.
-    """
-
-    def __init__(
-        self, net: nn.Module, model_classes: Sequence[str], data_classes: Sequence[str]
-    ) -> None:
-        super().__init__()
-        self.net = net
-        self.model_classes = tuple(canonical_name(n) for n in model_classes)
-        self.data_classes = tuple(data_classes)
-        self.register_buffer(
-            "index", torch.tensor(class_index_map(model_classes, data_classes)), persistent=False
-        )
-        self.num_classes = len(self.data_classes)
-
-    def forward(self, x: torch.Tensor) -> AffectOutput:
-        out: Any = self.net(x)
-        return AffectOutput(out.expression.index_select(1, self.index), out.valence, out.arousal)
-
-
-def same_classes(a: Sequence[str], b: Sequence[str]) -> bool:
-    """True when both lists name the same classes in the same order."""
-    try:
-        return [canonical_name(n) for n in a] == [canonical_name(n) for n in b]
-    except ValueError:
-        return list(a) == list(b)

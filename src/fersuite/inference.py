@@ -14,18 +14,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
+from rich.table import Table
 
-from fersuite.card import (
-    FaceCrop,
-    ModelCard,
+from fersuite.card import FaceCrop, ModelCard, read_card_json
+from fersuite.checkpoint import load_model_from_checkpoint, read_card
+from fersuite.data import faces
+from fersuite.data.preprocess import input_transform, load_input
+from fersuite.deploy.base import FILES, exported_format
+from fersuite.deploy.torchscript import TorchScriptModel
+from fersuite.errors import (
+    ExportError,
+    ImageReadError,
+    InputError,
     ModelCardFormatError,
-    input_transform,
-    load_input,
-    read_card_json,
+    PredictError,
+    UntrustedFileError,
 )
-from fersuite.deploy.base import FILES, ExportError, exported_format
-from fersuite.errors import UntrustedFileError, UserError
+from fersuite.reporting.tables import write_csv
 from fersuite.types import AffectOutput
+from fersuite.utils.console import make_console
+from fersuite.utils.io import atomic_write_json
 from fersuite.utils.progress import track
 
 __all__ = [
@@ -49,19 +58,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 #: What fersuite-predict does at an input it cannot read (``on_error``).
 ON_ERROR = ("continue", "stop")
-
-
-class PredictError(UserError, ValueError):
-    """Bad input to fersuite-predict (one line naming the file or key)."""
-
-
-class InputError(PredictError):
-    """An input (image, video, camera, named path) that cannot be read: ``<file>: <why>``."""
-
-    def __init__(self, file: str, why: str) -> None:
-        super().__init__(f"{file}: {why}")
-        self.file = file
-        self.why = why
 
 
 def error_row(file: str | Path, why: str) -> dict[str, Any]:
@@ -104,7 +100,7 @@ def read_sidecar(model_path: Path) -> ModelCard:
         )
     try:  # bounded (size, then nesting depth, then parsed), then every bound of the card; the
         # model config is checked, never built here: a sidecar naming code is refused
-        return ModelCard.from_dict(read_card_json(sidecar), str(sidecar))
+        return read_card(read_card_json(sidecar), str(sidecar))
     except ModelCardFormatError as exc:
         raise PredictError(str(exc)) from exc
 
@@ -124,8 +120,6 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
         card = read_sidecar(p)
         return Predictor(run=OnnxModel(p, threads, card=card), card=card, source=str(p))
     if fmt == "torchscript":
-        from fersuite.deploy.torchscript import TorchScriptModel
-
         card = read_sidecar(p)
         try:
             runner = TorchScriptModel(p)
@@ -137,8 +131,6 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
 
         card = read_sidecar(p)
         return Predictor(run=ExecuTorchModel(p, threads, card=card), card=card, source=str(p))
-
-    from fersuite.checkpoint import load_model_from_checkpoint
 
     net, card = load_model_from_checkpoint(p)
     return Predictor(run=net, card=card, source=str(p))
@@ -208,7 +200,6 @@ def predict_files(
     ``face_crop`` overrides the card's (e.g. a detector chosen on the command line). A file
     that cannot be decoded raises :class:`InputError` (``on_error="stop"``) or, with
     ``on_error="continue"``, gets an :func:`error_row` in its place and the others go on."""
-    from fersuite.data.images import ImageReadError
 
     if on_error not in ON_ERROR:
         raise PredictError(f"on_error={on_error!r}; expected one of {'|'.join(ON_ERROR)}")
@@ -289,13 +280,6 @@ def choose_face_crop(
     crop = card.face_crop
     if face_detector == "none":
         return FaceCrop(kind="center", exif=crop.exif), None
-    try:
-        from fersuite.data import faces
-    except ImportError as exc:
-        name = face_detector or "the default"
-        raise PredictError(
-            f"face_detector={name} needs fersuite.data.faces, which this installation lacks"
-        ) from exc
     auto = not face_detector
     name = face_detector or (crop.detector if crop.kind == "detector" else faces.DEFAULT_DETECTOR)
     same = crop.kind == "detector" and crop.detector == name
@@ -332,8 +316,6 @@ def write_predictions(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     """``.csv`` or ``.json`` (a list of rows), written atomically. Columns: every column any
     row has, in order of appearance, then ``error`` (empty, JSON null, for a predicted row;
     an unreadable input's row has only ``file`` and ``error``)."""
-    from fersuite.reporting.tables import write_csv
-    from fersuite.utils.io import atomic_write_json
 
     out = Path(path)
     columns = [c for c in dict.fromkeys(c for r in rows for c in r) if c != "error"]
@@ -349,10 +331,6 @@ def write_predictions(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 def print_predictions(rows: Sequence[dict[str, Any]], limit: int = 50) -> None:
     """The first ``limit`` rows as a table; an unreadable input shows its error."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from fersuite.utils.console import make_console
 
     good = [r for r in rows if not r.get("error") and "expression" in r]
     bad = sum(1 for r in rows if r.get("error"))

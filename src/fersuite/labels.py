@@ -6,6 +6,10 @@ these names, so a model trained on one dataset can be evaluated on another by na
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from fersuite.errors import ConfigError
+
 CANONICAL_CLASSES: tuple[str, ...] = (
     "neutral",
     "happy",
@@ -50,3 +54,27 @@ def mapping_indices(
         c = canonical_name(n)
         out.append(tgt.index(c) if c in tgt else None)
     return out
+
+
+def class_index_map(model_classes: Sequence[str], data_classes: Sequence[str]) -> list[int]:
+    """For each dataset class, the index of the model logit with the same canonical name."""
+    try:
+        found = mapping_indices(list(data_classes), list(model_classes))
+    except ValueError as exc:
+        raise ConfigError(f"cannot map classes by name: {exc}") from exc
+    missing = [n for n, i in zip(data_classes, found, strict=True) if i is None]
+    if missing:
+        raise ConfigError(
+            f"the checkpoint's model never learnt the dataset class(es) {', '.join(missing)} "
+            f"(model classes: {', '.join(model_classes)}); evaluate on a dataset/num_classes "
+            "whose classes the model knows (e.g. data.num_classes=7 drops contempt)"
+        )
+    return [int(i) for i in found if i is not None]
+
+
+def same_classes(a: Sequence[str], b: Sequence[str]) -> bool:
+    """True when both lists name the same classes in the same order."""
+    try:
+        return [canonical_name(n) for n in a] == [canonical_name(n) for n in b]
+    except ValueError:
+        return list(a) == list(b)

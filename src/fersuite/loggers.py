@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from fersuite.errors import UntrustedFileError
+from fersuite.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +49,6 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
 def _hydra_run_info() -> tuple[str | None, str | None]:
     """(override string, sweep dir name) of the current Hydra job, when there is one."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         hc = HydraConfig.get()
     except Exception:  # noqa: BLE001
         return None, None
@@ -68,7 +75,6 @@ def make_wandb_logger(
     resolved = resolve_wandb_mode(mode)
     if resolved == "disabled":
         return None
-    from lightning.pytorch.loggers import WandbLogger
 
     hydra_name, hydra_group = _hydra_run_info()
     Path(save_dir).mkdir(parents=True, exist_ok=True)
@@ -115,14 +121,6 @@ def finish_wandb() -> None:
 
 def _resumed_csv_logger() -> type:
     """:class:`ResumedCSVLogger`, made on first use (Lightning is imported only then)."""
-    import csv
-
-    from lightning.fabric.loggers.logger import rank_zero_experiment
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-
-    from fersuite.errors import UntrustedFileError
-    from fersuite.utils.io import atomic_write
 
     class _KeptHistoryWriter(ExperimentWriter):
         def __init__(self, log_dir: str, keep_before: int) -> None:

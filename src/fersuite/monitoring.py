@@ -4,7 +4,7 @@
 ``monitor_direction(name, override)``: ``override`` (``monitor_mode``: ``min`` | ``max``) when
 set; otherwise inferred from the metric's name: ``loss``, ``rmse``, ``mae``, ``mse`` → ``min``;
 ``acc``, ``f1``, ``ccc``, ``pcc``, ``sagr`` → ``max``; anything else is a
-:class:`~fersuite.config.ConfigError` asking for ``monitor_mode``.
+:class:`~fersuite.errors.ConfigError` asking for ``monitor_mode``.
 
 The OmegaConf resolvers ``${fersuite.monitor_mode:<metric>,<override>}`` (``min`` | ``max``, for
 ``ModelCheckpoint.mode``) and ``${fersuite.optuna_direction:<metric>,<monitor>,<override>}``
@@ -16,7 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from fersuite.config import ConfigError
+from omegaconf import OmegaConf
+
+from fersuite.errors import ConfigError
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -77,7 +79,6 @@ def _none(value: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("fersuite.monitor_mode"):
         OmegaConf.register_new_resolver(

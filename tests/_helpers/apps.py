@@ -50,7 +50,7 @@ def _process_state() -> Iterator[None]:
     """Put back, after the block, the process-wide state an app run may change."""
     import torch
 
-    from fersuite.training.lock import release_all
+    from fersuite.runs.lock import release_all
 
     env, cwd, argv = dict(os.environ), os.getcwd(), sys.argv[:]
     root = logging.getLogger()

@@ -41,7 +41,7 @@ RESUME_RUN = [
 
 def train_run(overrides: list[str], base: Path) -> Path:
     """A finished ``fersuite.training.train`` run of ``overrides`` in ``base/run``."""
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     cfg = compose_train(overrides, base)
     with open_dict(cfg):

@@ -13,12 +13,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from fersuite.callbacks.ema import EMACallback
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
 from fersuite.data.synthetic_datamodule import SyntheticDataModule
+from fersuite.errors import ConfigError
 from fersuite.losses import AffectLoss
 from fersuite.models.registry import create_model
 from fersuite.modules.affect_module import AffectModule
-from fersuite.training.builders import build_callbacks
+from fersuite.runs.builders import build_callbacks
 
 
 def _setup() -> tuple[AffectModule, SyntheticDataModule]:

@@ -10,9 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fersuite.card import FaceCrop, ModelCard, ModelCardFormatError, load_input
-from fersuite.checkpoint import ModelCardError, load_model_from_checkpoint
+from fersuite.card import FaceCrop, ModelCard
+from fersuite.checkpoint import load_model_from_checkpoint, read_card
 from fersuite.cli.predict import run
+from fersuite.data.preprocess import load_input
+from fersuite.errors import ModelCardError, ModelCardFormatError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LEGACY = FIXTURES / "legacy_lightweight_cnn.ckpt"
@@ -51,7 +53,7 @@ def test_round_trip_is_plain_json() -> None:
     crop = FaceCrop("detector", 0.3, "yunet", 0.7, True, 64)
     card = ModelCard(card.arch, card.kwargs, card.class_names, False, card.input, crop)
     data = json.loads(json.dumps(card.to_dict()))
-    assert ModelCard.from_dict(data) == card
+    assert read_card(data) == card
     assert data["face_crop"]["detector"] == "yunet" and data["input"]["size"] == 32
     assert data["model_cfg"]["_target_"] == "fersuite.models.registry.create_model"
 
@@ -76,7 +78,7 @@ def test_the_card_check_still_refuses_code() -> None:
     data = card.to_dict()
     data["model_cfg"]["drop_rate"] = {"_target_": "builtins.print"}
     with pytest.raises(ModelCardError, match=r"s\.json: .*model_cfg\.drop_rate\._target_"):
-        ModelCard.from_dict(data, "s.json")
+        read_card(data, "s.json")
 
 
 def test_each_dataset_records_its_face_crop(tmp_path: Path) -> None:
@@ -108,7 +110,7 @@ def test_each_dataset_records_its_face_crop(tmp_path: Path) -> None:
 def test_training_stores_the_datamodules_face_crop(cfg_factory) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from fersuite.training import checkpoint_metadata
+    from fersuite.runs.builders import checkpoint_metadata
 
     cfg = cfg_factory(["model=lightweight_cnn"])
     crop = FaceCrop("detector", 0.2, "yunet", 0.6, True, 64)
@@ -116,6 +118,6 @@ def test_training_stores_the_datamodules_face_crop(cfg_factory) -> None:  # type
         class_names=("happy", "sad"), has_va=False, image_size=48, in_chans=1,
         mean=(0.5,), std=(0.5,), face_crop=crop,
     )  # fmt: skip
-    card = ModelCard.from_dict(json.loads(json.dumps(checkpoint_metadata(cfg, dm))))
+    card = read_card(json.loads(json.dumps(checkpoint_metadata(cfg, dm))))
     assert card.face_crop == crop and card.crop_size == 64 and card.arch == "lightweight_cnn"
     assert card.class_names == ("happy", "sad") and card.input_size == 48 and not card.has_va

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
+from fersuite.errors import ConfigError
 from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 

@@ -45,7 +45,7 @@ def _compose(name: str, overrides: list[str], out: Path) -> DictConfig:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
     """One epoch of a small CNN on synthetic faces: (best checkpoint, its metrics.json)."""
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     tmp = tmp_path_factory.mktemp("train")
     base = [*TINY, "logger=none", "model=lightweight_cnn", "model.width_mult=0.5"]
@@ -57,7 +57,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, f
 
 def _eval_both(ckpt: Path, data: list[str], tmp: Path) -> tuple[dict, dict]:
     from fersuite.evaluation import evaluate
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     common = [*data, f"ckpt_path={ckpt}", "logger=none"]
     via_eval = evaluate(_compose("eval", common, tmp / "eval"))

@@ -11,8 +11,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from fersuite.config import ConfigError
-from fersuite.errors import UserError
+from fersuite.errors import ConfigError, UserError
 from fersuite.evaluation import ExportedNet, evaluated_model
 from fersuite.types import AffectOutput
 from tests.cli.test_eval import SMALL_SYNTHETIC, _app, _compose, _tests
@@ -41,7 +40,7 @@ def exported(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _evaluate(name: str, path: Path, data: list[str], out: Path, *extra: str) -> dict:
     from fersuite.evaluation import evaluate
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     overrides = [*data, f"ckpt_path={path}", "logger=none", *extra]
     run = evaluate if name == "eval" else train

@@ -8,7 +8,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fersuite.config import CONFIG_DIR, ConfigError, validate_config
+from fersuite.config import CONFIG_DIR, validate_config
+from fersuite.errors import ConfigError
 
 CONF = Path(CONFIG_DIR)
 GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger"]

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fersuite.data.affectnet import AffectNetDataModule
-from fersuite.data.errors import DataFormatError
+from fersuite.errors import DataFormatError
 from fersuite.labels import CANONICAL_CLASSES
 from tests.data.fixtures import Sample, Written, write_affectnet
 

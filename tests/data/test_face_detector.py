@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fersuite.card import FaceCrop, ModelCard, ModelCardFormatError
+from fersuite.card import FaceCrop, ModelCard
+from fersuite.checkpoint import read_card
 from fersuite.data import faces
 from fersuite.data.faces import Box, FaceFinder, load_face
+from fersuite.errors import ModelCardFormatError
 from fersuite.inference import choose_face_crop
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
@@ -168,7 +170,7 @@ def test_load_face_reports_found_no_face_and_precropped(
 
 
 def _card(kind: str = "whole", **crop: object) -> ModelCard:
-    return ModelCard.from_dict(
+    return read_card(
         {
             "card_version": 1,
             "model_cfg": {
@@ -233,8 +235,8 @@ def test_fersuite_predict_finds_the_face_in_a_portrait(tmp_path: Path) -> None:
 def test_the_folder_dataset_trains_on_the_crop_predict_serves(tmp_path: Path) -> None:
     import shutil
 
-    from fersuite.card import decode_face
     from fersuite.data.folder import FolderDataModule
+    from fersuite.data.preprocess import decode_face
 
     root = tmp_path / "f"
     for split in ("train", "test"):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fersuite.data.errors import BadSamples, DataFormatError
+from fersuite.data.errors import BadSamples
 from fersuite.data.fer2013 import (
     FER2013_CLASSES,
     FER2013DataModule,
@@ -18,6 +18,7 @@ from fersuite.data.fer2013 import (
     read_fer2013,
 )
 from fersuite.data.ferplus import FERPLUS_CLASSES, FerPlusVotes, ferplus_targets
+from fersuite.errors import DataFormatError
 from fersuite.labels import canonical_name
 from tests.data.fixtures import FER2013_NAMES, FERPLUS_NAMES, write_fer2013, write_ferplus
 

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fersuite.config import ConfigError
 from fersuite.data import faces
-from fersuite.data.errors import DataFormatError
 from fersuite.data.faces import Box, make_detector
 from fersuite.data.folder import FolderDataModule
+from fersuite.errors import ConfigError, DataFormatError
 from tests.data.fixtures import write_folder
 
 

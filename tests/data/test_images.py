@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from fersuite.data.faces import Box, load_face
-from fersuite.data.images import ImageReadError, crop_resize, open_image, to_mode
+from fersuite.data.images import crop_resize, open_image, to_mode
+from fersuite.errors import ImageReadError
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fersuite.config import ConfigError
 from fersuite.data.mixing import BatchMixing, soft_targets
+from fersuite.errors import ConfigError
 from fersuite.losses import AffectLoss
 from fersuite.models.registry import create_model
 from fersuite.modules.affect_module import AffectModule, mixing_from_config
@@ -157,7 +157,7 @@ def test_config_keys_reach_the_module(cfg_factory: Any) -> None:
     from hydra.utils import instantiate
 
     from fersuite.config import validate_config
-    from fersuite.training.builders import build_module
+    from fersuite.runs.builders import build_module
 
     cfg = cfg_factory(["data.augment.mixup=0.2", "data.augment.cutmix=1.0", "seed=5"])
     validate_config(cfg)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fersuite.data.errors import DataFormatError
 from fersuite.data.rafdb import RAFDB_CLASSES, RAFDBDataModule
+from fersuite.errors import DataFormatError
 from fersuite.labels import canonical_name
 from tests.data.fixtures import RAFDB_NAMES, write_rafdb
 

@@ -10,19 +10,19 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fersuite.card import ModelCard
-from fersuite.config import ConfigError
+from fersuite.checkpoint import read_card
 from fersuite.data.record import training_data_record
 from fersuite.deploy.calibration import data_config_for, datamodule_for_card, image_batches
-from fersuite.errors import UntrustedFileError
+from fersuite.errors import ConfigError, UntrustedFileError
 from fersuite.labels import CANONICAL_CLASSES
-from fersuite.training.builders import checkpoint_metadata
+from fersuite.runs.builders import checkpoint_metadata
 from tests.conftest import TINY
 
 SYNTH = "fersuite.data.synthetic_datamodule.SyntheticDataModule"
 
 
 def _card(classes: tuple[str, ...] = CANONICAL_CLASSES, size: int = 32) -> ModelCard:
-    return ModelCard.from_dict(
+    return read_card(
         {
             "model_cfg": {
                 "_target_": "fersuite.models.registry.create_model",

@@ -21,10 +21,10 @@ from torch import nn
 from fersuite.card import ModelCard
 from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.data.synthetic import render_faces
-from fersuite.deploy.base import ExportError, TupleOutput
+from fersuite.deploy.base import TupleOutput
 from fersuite.deploy.executorch import ExecuTorchModel, export_executorch
-from fersuite.errors import UntrustedFileError
-from fersuite.inference import PredictError, load_predictor, predict_files
+from fersuite.errors import ExportError, PredictError, UntrustedFileError
+from fersuite.inference import load_predictor, predict_files
 from fersuite.types import AffectOutput
 from tests.export.helpers import ZOO, make_checkpoint
 

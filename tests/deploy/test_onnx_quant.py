@@ -10,10 +10,11 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from fersuite.deploy.base import OUTPUT_NAMES, ExportError, TupleOutput
+from fersuite.deploy.base import OUTPUT_NAMES, TupleOutput
 from fersuite.deploy.onnx import OnnxModel, export_onnx
 from fersuite.deploy.onnx_quant import cpu_vnni, quantize_onnx
 from fersuite.deploy.verify import compare_quantized
+from fersuite.errors import ExportError
 from fersuite.types import AffectOutput
 from tests.export.helpers import ZOO, make_checkpoint
 

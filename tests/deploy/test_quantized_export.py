@@ -11,10 +11,9 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from fersuite.config import ConfigError
-from fersuite.deploy.base import ExportError
 from fersuite.deploy.calibration import export_data_config
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
+from fersuite.errors import ConfigError, ExportError
 from tests._helpers.apps import run_app
 from tests.cli.test_eval import _compose
 from tests.conftest import TINY, run_env
@@ -34,7 +33,7 @@ FAST: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A briefly trained lightweight CNN whose checkpoint records its (synthetic) data."""
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     tmp = tmp_path_factory.mktemp("qtrain")
     over = [*TINY, "logger=none", "model=lightweight_cnn", "trainer.max_epochs=2"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fersuite.card import training_card
+from fersuite.checkpoint import training_card
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.registry import create_model
 

@@ -9,12 +9,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fersuite.card import training_card
-from fersuite.checkpoint import load_model_from_checkpoint
-from fersuite.config import ConfigError
+from fersuite.checkpoint import load_model_from_checkpoint, training_card
 from fersuite.distill.teacher import load_teacher
+from fersuite.errors import ConfigError, PretrainedWeightsError
 from fersuite.models.emonet import EmoNet
-from fersuite.models.weights import PretrainedWeightsError
 from fersuite.modules.distill_module import DistillationModule, build_distill_module
 from tests.distill.helpers import distill_overrides, write_teacher_ckpt
 

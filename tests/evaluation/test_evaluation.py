@@ -9,9 +9,9 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from fersuite.config import ConfigError
-from fersuite.evaluation import ClassRemap, class_index_map
-from fersuite.labels import CANONICAL_CLASSES
+from fersuite.errors import ConfigError
+from fersuite.labels import CANONICAL_CLASSES, class_index_map
+from fersuite.models.heads import ClassRemap
 from fersuite.types import AffectOutput
 from tests.conftest import TINY
 from tests.data.fixtures import write_fer2013
@@ -78,7 +78,7 @@ def _test_accuracy(ckpt: Path, cfg: DictConfig) -> float:
 
 @pytest.mark.smoke
 def test_synthetic_checkpoint_evaluated_on_fer2013(cfg_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     base = [*TINY, "logger=none", "model=lightweight_cnn", "model.width_mult=0.5"]
     train(_job(cfg_factory(base)))
@@ -105,7 +105,7 @@ def test_synthetic_checkpoint_evaluated_on_fer2013(cfg_factory, tmp_path: Path) 
 
 
 def test_missing_checkpoint_is_one_clear_error(cfg_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     cfg = _job(cfg_factory(["train=false", f"ckpt_path={tmp_path / 'nope.ckpt'}"]))
     with pytest.raises(ConfigError, match=r"nope\.ckpt: no such checkpoint file"):

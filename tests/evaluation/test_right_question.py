@@ -22,7 +22,7 @@ RUN_DATA = ["data.seed=3", "data.test_size=40", "data.difficulty=0.6"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     tmp = tmp_path_factory.mktemp("trained")
     cfg = compose_train(

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fersuite.card import training_card
-from fersuite.checkpoint import META_KEY
+from fersuite.checkpoint import META_KEY, training_card
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.registry import create_model
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fersuite.deploy.base import OUTPUT_NAMES, ExportError
+from fersuite.deploy.base import OUTPUT_NAMES
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.deploy.onnx import OnnxModel
 from fersuite.deploy.verify import eval_face_batch
+from fersuite.errors import ExportError
 from fersuite.labels import CANONICAL_CLASSES
 from tests.conftest import run_env
 from tests.export.helpers import ZOO, make_checkpoint
@@ -162,7 +163,7 @@ def test_face_batch_uses_the_checkpoint_transform(tmp_path: Path) -> None:
     ],
 )
 def test_bad_settings(kwargs: dict[str, object], match: str) -> None:
-    from fersuite.config import ConfigError
+    from fersuite.errors import ConfigError
 
     with pytest.raises(ConfigError, match=match):
         ExportSettings(**kwargs)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from fersuite.card import FaceCrop, ModelCard, spec_from
-from fersuite.checkpoint import trained_model_card
+from fersuite.checkpoint import build_model, read_card, trained_model_card
 from fersuite.deploy.base import OUTPUT_NAMES, TupleOutput
 from fersuite.deploy.onnx import OnnxModel, export_onnx
 from fersuite.models.registry import create_model, list_models
@@ -99,12 +99,12 @@ def test_card_and_state_dict_round_trip(
     built: tuple[str, nn.Module, ModelCard, torch.Tensor],
 ) -> None:
     _, net, card, x = built
-    again = ModelCard.from_dict(card.to_dict(), "<card>")
+    again = read_card(card.to_dict(), "<card>")
     assert again == card
     buf = io.BytesIO()
     torch.save(net.state_dict(), buf)
     buf.seek(0)
-    rebuilt = again.rebuild("<card>")
+    rebuilt = build_model(again, "<card>")
     rebuilt.load_state_dict(torch.load(buf, weights_only=True), strict=True)
     rebuilt.eval()
     with torch.no_grad():

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from fersuite.training import build_module
+from fersuite.runs.builders import build_module
 from tests.distill.helpers import distill_overrides, write_teacher_ckpt
 
 

@@ -14,10 +14,11 @@ from omegaconf import open_dict
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
+from fersuite.errors import ConfigError
 from fersuite.losses import AffectLoss
 from fersuite.modules.affect_module import AffectModule
-from fersuite.training import make_trainer
+from fersuite.runs.setup import make_trainer
 from fersuite.types import AffectOutput
 
 CLASSES = ("a", "b", "c")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
+from fersuite.errors import ConfigError
 from fersuite.monitoring import monitor_direction, optuna_direction
 from tests.conftest import TINY
 
@@ -77,7 +78,7 @@ def _epochs(run: Path) -> list[dict[str, str]]:
 def test_best_checkpoint_and_best_value_follow_the_direction(
     cfg_factory, tmp_path: Path, monitor: str, extra: list[str], lower: bool
 ) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     cfg = cfg_factory([*RUN, f"monitor={monitor}", f"optimized_metric={monitor}_best", *extra])
     with open_dict(cfg):

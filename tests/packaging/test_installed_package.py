@@ -1,4 +1,5 @@
-"""A regular (non-editable) install finds its configs: they ship inside the package."""
+"""The configs have one source, the top-level ``conf/``: a checkout (editable install) reads it
+there, and a regular install finds the copy the wheel carries as ``fersuite/conf``."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-import fersuite
 from fersuite import config
+from fersuite.errors import ConfigError
 from tests.conftest import REPO
 
 #: Every app that composes a Hydra config, and the config it composes.
@@ -40,24 +42,77 @@ with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
 """
 
 
-def _package_files(root: Path) -> set[str]:
-    """Files of the ``fersuite`` package under ``root`` (no caches)."""
+def _files(root: Path, prefix: str = "") -> set[str]:
+    """Files under ``root`` (no caches), as ``prefix`` + their POSIX path relative to it."""
     return {
-        str(p.relative_to(root))
+        prefix + p.relative_to(root).as_posix()
         for p in root.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     }
 
 
-def test_config_dir_is_the_packages_own_and_the_env_override_wins(
+def _shipped_files() -> set[str]:
+    """What the wheel must hold under ``fersuite/``: the package's code and data, and conf/."""
+    return _files(REPO / "src" / "fersuite", "fersuite/") | _files(REPO / "conf", "fersuite/conf/")
+
+
+def test_the_checkout_reads_the_one_top_level_conf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FERSUITE_CONFIG_DIR", raising=False)
+    assert Path(config._config_dir()) == REPO / "conf"
+    assert (REPO / "conf" / "train.yaml").is_file()
+    assert not (REPO / "src" / "fersuite" / "conf").exists()  # no second copy to drift
+
+
+def _layout(root: Path, *, package_conf: bool, top_conf: bool) -> Path:
+    """A fake ``<root>/src/fersuite/config.py``, with the conf dirs asked for; its path."""
+    module = root / "src" / "fersuite" / "config.py"
+    module.parent.mkdir(parents=True)
+    module.touch()
+    if package_conf:
+        (module.parent / "conf").mkdir()
+    if top_conf:
+        (root / "conf").mkdir()
+    return module
+
+
+@pytest.mark.parametrize(
+    ("package_conf", "top_conf", "expected"),
+    [
+        (True, False, "src/fersuite/conf"),  # an installed wheel
+        (False, True, "conf"),  # a checkout / editable install
+        (True, True, "src/fersuite/conf"),  # the package's own copy comes first
+    ],
+)
+def test_config_dir_search_order(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    package_conf: bool,
+    top_conf: bool,
+    expected: str,
+) -> None:
+    module = _layout(tmp_path, package_conf=package_conf, top_conf=top_conf)
+    monkeypatch.setattr(config, "__file__", str(module))
+    monkeypatch.delenv("FERSUITE_CONFIG_DIR", raising=False)
+    assert Path(config._config_dir()) == (tmp_path / expected).resolve()
+    # FERSUITE_CONFIG_DIR wins over both.
+    monkeypatch.setenv("FERSUITE_CONFIG_DIR", str(tmp_path / "mine"))
+    assert Path(config._config_dir()) == (tmp_path / "mine").resolve()
+
+
+def test_config_dir_missing_everywhere_is_one_line_naming_both_places(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    module = _layout(tmp_path, package_conf=False, top_conf=False)
+    monkeypatch.setattr(config, "__file__", str(module))
     monkeypatch.delenv("FERSUITE_CONFIG_DIR", raising=False)
-    package_conf = Path(fersuite.__file__).resolve().parent / "conf"
-    assert Path(config._config_dir()) == package_conf
-    assert (package_conf / "train.yaml").is_file()
-    monkeypatch.setenv("FERSUITE_CONFIG_DIR", str(tmp_path))
-    assert Path(config._config_dir()) == tmp_path.resolve()
+    with pytest.raises(ConfigError) as err:
+        config._config_dir()
+    message = str(err.value)
+    assert "\n" not in message
+    root = tmp_path.resolve()
+    assert str(root / "src" / "fersuite" / "conf") in message
+    assert str(root / "conf") in message
+    assert "FERSUITE_CONFIG_DIR" in message
 
 
 @pytest.mark.smoke
@@ -68,11 +123,12 @@ def test_wheel_install_composes_every_app_config_from_another_directory(tmp_path
     project.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, project / name)
-    shutil.copytree(
-        REPO / "src",
-        project / "src",
-        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
-    )
+    for name in ("src", "conf"):
+        shutil.copytree(
+            REPO / name,
+            project / name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
+        )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FERSUITE_CONFIG_DIR")}
     env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INDEX="1")
     pip = [sys.executable, "-m", "pip"]
@@ -89,17 +145,24 @@ def test_wheel_install_composes_every_app_config_from_another_directory(tmp_path
         )
         assert res.returncode == 0, res.stderr[-3000:]
 
-    # The wheel holds every file of the package (code, configs, any data the apps read).
-    assert _package_files(site / "fersuite") == _package_files(REPO / "src" / "fersuite")
+    # The wheel holds every file of the package (code, any data the apps read) and the
+    # top-level conf/ as fersuite/conf, and nothing else of the checkout (tests, experiments).
+    shipped = _shipped_files()
+    assert "fersuite/conf/train.yaml" in shipped
+    assert "fersuite/conf/hydra/launcher/local_parallel.yaml" in shipped
+    with zipfile.ZipFile(wheel) as whl:
+        in_wheel = {n for n in whl.namelist() if not n.startswith("fersuite-0.1.0.dist-info/")}
+    assert in_wheel == shipped
+    assert _files(site / "fersuite", "fersuite/") == shipped
 
     # From another directory, with only the installed copy importable.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
 
-    def run(*args: str) -> str:
+    def run(*cmd: str) -> str:
         res = subprocess.run(
-            [sys.executable, *args],
+            cmd,
             cwd=elsewhere,
             env=env,
             capture_output=True,
@@ -109,11 +172,14 @@ def test_wheel_install_composes_every_app_config_from_another_directory(tmp_path
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
         return res.stdout
 
-    job = run("-m", "fersuite.cli.train", "--cfg", "job")
+    py = sys.executable
+    job = run(py, "-m", "fersuite.cli.train", "--cfg", "job")
     assert "_target_: fersuite.models.registry.create_model" in job
     assert "task:\n  name: supervised" in job and "trainer:" in job
+    # The console script the wheel installs (pip --target puts it in bin/) composes the same job.
+    assert run(str(site / "bin" / "fersuite-train"), "--cfg", "job") == job
 
-    out = run("-c", _COMPOSE_ALL, *APP_CONFIGS)
+    out = run(py, "-c", _COMPOSE_ALL, *APP_CONFIGS)
     assert f"PACKAGE {site / 'fersuite' / '__init__.py'}" in out
     assert f"CONFIG_DIR {site / 'fersuite' / 'conf'}" in out
     for name in APP_CONFIGS:

@@ -17,8 +17,9 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.functional import scaled_dot_product_attention
 
-from fersuite.config import CONFIG_DIR, ConfigError
-from fersuite.profiling.records import ProfileSettings, profile_config, profile_model
+from fersuite.config import CONFIG_DIR
+from fersuite.errors import ConfigError
+from fersuite.reporting.profiles import ProfileSettings, profile_config, profile_model
 from fersuite.types import AffectOutput, InputSpec
 from tests.conftest import run_env
 

@@ -17,8 +17,8 @@ from rich.console import Console
 from fersuite.callbacks.efficiency import EfficiencyCallback
 from fersuite.config import CONFIG_DIR
 from fersuite.models.registry import create_model
-from fersuite.profiling.records import ProfileSettings, profile_model
 from fersuite.profiling.timing import LATENCY_PROTOCOL
+from fersuite.reporting.profiles import ProfileSettings, profile_model
 from fersuite.utils.run_info import print_summary, write_metrics
 
 

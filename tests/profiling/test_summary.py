@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fersuite.callbacks.efficiency import EfficiencyCallback
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 from fersuite.models.registry import create_model
 from fersuite.profiling import count_macs, count_params
 from fersuite.profiling.summary import format_summary, summary_rows

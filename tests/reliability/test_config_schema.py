@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from fersuite.config import ConfigError, validate_config
+from fersuite.config import validate_config
 from fersuite.config_schema import signature_of
 from fersuite.data.synthetic_datamodule import SyntheticDataModule
+from fersuite.errors import ConfigError
 from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 

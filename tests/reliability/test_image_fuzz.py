@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fersuite.data.faces import load_face
-from fersuite.data.images import ImageReadError, open_image
+from fersuite.data.images import open_image
+from fersuite.errors import ImageReadError
 
 #: (PIL mode, bytes per pixel, formats that can store it)
 MODES = [

@@ -15,7 +15,7 @@ import torch
 from fersuite.callbacks.checkpointing import RunCheckpoint
 from fersuite.callbacks.periodic_checkpoint import PeriodicLastCheckpoint
 from fersuite.errors import UntrustedFileError
-from fersuite.resume import FIT_METRICS_KEY, FitMetrics, parse_fit_metrics
+from fersuite.runs.resume import FIT_METRICS_KEY, FitMetrics, parse_fit_metrics
 
 
 def _trainer(last_batch: bool, validates: bool | None) -> Any:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, open_dict
 
-from fersuite.callbacks.nonfinite_guard import NonFiniteError, NonFiniteGuard, nonfinite_grads
+from fersuite.callbacks.nonfinite_guard import NonFiniteGuard, nonfinite_grads
+from fersuite.errors import NonFiniteError
 
 #: 64 samples / batch 16 = 4 steps.
 FAST = [
@@ -83,7 +84,7 @@ def _ckpts_finite(run: Path) -> None:
 
 
 def test_stop_names_step_indices_and_term(cfg_factory, poison, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     monkeypatch.setattr(poison, "steps", (2,))
     with pytest.raises(NonFiniteError) as info:
@@ -100,7 +101,7 @@ def test_stop_names_step_indices_and_term(cfg_factory, poison, monkeypatch, tmp_
 def test_skip_leaves_weights_untouched_and_counts(
     cfg_factory, poison, monkeypatch, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     monkeypatch.setattr(poison, "steps", (1, 2))
     metrics = train(_job(cfg_factory([*FAST, "trainer_guard.on_nonfinite=skip"])))
@@ -112,7 +113,7 @@ def test_skip_leaves_weights_untouched_and_counts(
 
 
 def test_skip_stops_after_max_skips(cfg_factory, poison, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     monkeypatch.setattr(poison, "steps", (0, 1))
     cfg = cfg_factory([*FAST, "trainer_guard.on_nonfinite=skip", "trainer_guard.max_skips=1"])
@@ -182,7 +183,7 @@ class ScaleProbe(L.Callback):
 def test_fp16_overflow_steps_are_left_to_the_grad_scaler(
     cfg_factory, monkeypatch, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     monkeypatch.setattr(ScaleProbe, "found", {})
     probe = [f"+callbacks.scale_probe._target_={__name__}.ScaleProbe"]
@@ -199,7 +200,7 @@ def test_fp16_overflow_steps_are_left_to_the_grad_scaler(
 
 
 def test_fp16_nonfinite_loss_still_stops(cfg_factory, poison, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     monkeypatch.setattr(poison, "steps", (2,))
     expected = r"non-finite loss term\(s\) loss_valence\b.* at step 2 "
@@ -246,7 +247,7 @@ def test_one_host_sync_per_step() -> None:
 def test_user_plugins_keep_the_atomic_checkpoint_writer() -> None:
     from omegaconf import OmegaConf
 
-    from fersuite.training import build_plugins
+    from fersuite.runs.builders import build_plugins
 
     amp = {
         "_target_": "lightning.pytorch.plugins.precision.MixedPrecision",

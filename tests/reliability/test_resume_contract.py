@@ -198,7 +198,7 @@ def test_second_run_into_a_locked_run_dir_is_refused_before_writing(
 
 @pytest.mark.subprocess
 def test_lock_is_reentrant_and_released(tmp_path: Path) -> None:
-    from fersuite.training import lock
+    from fersuite.runs import lock
 
     run = tmp_path / "run"
     path = lock.acquire(run)
@@ -232,7 +232,7 @@ def test_default_run_dirs_differ_within_one_second(cfg_factory) -> None:  # type
 
 
 def test_resume_auto_matches_runs_that_differ_only_in_allowed_keys(tmp_path: Path) -> None:
-    from fersuite.resume import find_unfinished_run
+    from fersuite.runs.resume import find_unfinished_run
 
     run = tmp_path / "runs" / "2026-01-01_00-00-00_000001"
     (run / ".hydra").mkdir(parents=True)

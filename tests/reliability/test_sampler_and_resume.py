@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fersuite.data.samplers import ResumableSampler, SeededIndex
-from fersuite.resume import find_unfinished_run, relevant_overrides
+from fersuite.runs.resume import find_unfinished_run, relevant_overrides
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
@@ -91,8 +91,8 @@ def test_relevant_overrides_ignore_resume_and_hydra() -> None:
 
 @pytest.mark.parametrize("value", ["nowhere/run", "file.txt"])
 def test_bad_resume_value_is_a_config_error(cfg_factory, value: str) -> None:  # type: ignore[no-untyped-def]
-    from fersuite.config import ConfigError
-    from fersuite.resume import resolve_resume
+    from fersuite.errors import ConfigError
+    from fersuite.runs.resume import resolve_resume
 
     with pytest.raises(ConfigError, match=r"resume=.*expected 'auto', a run dir"):
         resolve_resume(cfg_factory([f"resume={value}"]))

@@ -14,18 +14,14 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from fersuite.checkpoint import (
-    ModelCardError,
-    build_model_from_card,
-    check_model_card,
-    load_model_from_checkpoint,
-)
+from fersuite.checkpoint import build_model_from_card, check_model_card, load_model_from_checkpoint
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.distill.teacher import load_teacher
+from fersuite.errors import ModelCardError, PretrainedWeightsError
 from fersuite.labels import CANONICAL_CLASSES
-from fersuite.models.weights import PretrainedWeightsError, load_state_dict_file
+from fersuite.models.weights import load_state_dict_file
 from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint
@@ -96,7 +92,7 @@ def test_distillation_teacher_checkpoint_refuses(evil: tuple[Path, Path]) -> Non
 def test_training_resume_refuses_before_loading_data(  # type: ignore[no-untyped-def]
     cfg_factory, evil: tuple[Path, Path], tmp_path: Path, how: str
 ) -> None:
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     path, marker = evil
     run = tmp_path / "run"
@@ -273,7 +269,7 @@ def test_predict_refuses_a_nested_target(
 def test_train_app_refuses_a_nested_target(  # type: ignore[no-untyped-def]
     cfg_factory, armed: Armed, tmp_path: Path, how: str
 ) -> None:
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     if how == "evaluate":  # fersuite-train train=false ckpt_path=<file>
         overrides = ["train=false", f"ckpt_path={armed.ckpt}"]
@@ -290,7 +286,7 @@ def test_resume_never_rebuilds_from_the_stored_model_config(  # type: ignore[no-
     cfg_factory, tmp_path: Path
 ) -> None:
     """Resuming builds the model from the run's own config; the file only supplies state."""
-    from fersuite.training import train
+    from fersuite.training.run import train
 
     armed = Armed(tmp_path / "attack", "open")
     cfg = cfg_factory([*TINY, f"ckpt_path={armed.ckpt}", "logger=none"])

@@ -16,7 +16,7 @@ from tests.conftest import TINY, run_env
 def test_wandb_init_failure_falls_back_to_csv(cfg_factory, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     import wandb
 
-    from fersuite.training import build_loggers
+    from fersuite.runs.builders import build_loggers
 
     def broken_init(*args: object, **kwargs: object) -> None:
         raise OSError("No space left on device\nwhile writing wandb/run-x/files")
@@ -72,7 +72,7 @@ def test_online_wandb_without_network_trains_with_csv(tmp_path: Path) -> None:
 def test_preset_tags_reach_the_wandb_run(cfg_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import wandb
 
-    from fersuite.training import build_loggers
+    from fersuite.runs.builders import build_loggers
 
     seen: dict[str, object] = {}
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from fersuite.reporting.curves import convergence, read_curve
+from fersuite.reporting.jobs import collect_sweep
 from fersuite.reporting.seeds import group_jobs, paired_differences, select_group
-from fersuite.reporting.sweep import collect_sweep, write_sweep_report
+from fersuite.reporting.sweep import write_sweep_report
 from tests.reporting.helpers import assert_valid_png
 from tests.reporting.test_sweep_report import _job, _metrics
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from fersuite.reporting.jobs import collect_sweep
 from fersuite.reporting.seeds import mean_ci, paired_difference
-from fersuite.reporting.sweep import collect_sweep, write_sweep_report
+from fersuite.reporting.sweep import write_sweep_report
 from tests.reporting.helpers import assert_valid_png
 from tests.reporting.test_sweep_report import _job, _metrics
 

@@ -22,12 +22,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fersuite.card import ModelCard, ModelCardFormatError
-from fersuite.checkpoint import META_KEY, ModelCardError
+from fersuite.checkpoint import META_KEY, read_card
 from fersuite.cli.eval import main as eval_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
+from fersuite.errors import ModelCardError, ModelCardFormatError
 from tests._helpers.apps import call_app
 from tests.export.helpers import ZOO, make_checkpoint
 from tests.security.apps import Victim
@@ -288,7 +288,7 @@ def test_each_card_bound_is_one_line_naming_the_key(
     card = copy.deepcopy(card_dict)
     change(card)
     with pytest.raises(ModelCardFormatError, match=match) as err:
-        ModelCard.from_dict(card, "some/m.ckpt")
+        read_card(card, "some/m.ckpt")
     assert str(err.value).startswith("some/m.ckpt: ")
     assert "\n" not in str(err.value)
 

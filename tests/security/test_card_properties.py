@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fersuite.card import BOUNDS, FaceCrop, InputSpec, ModelCard, ModelCardFormatError
-from fersuite.checkpoint import ModelCardError
-from fersuite.errors import is_user_error
-from fersuite.inference import PredictError, read_sidecar
+from fersuite.card import BOUNDS, FaceCrop, InputSpec, ModelCard
+from fersuite.checkpoint import read_card
+from fersuite.errors import ModelCardError, ModelCardFormatError, PredictError, is_user_error
+from fersuite.inference import read_sidecar
 
 #: an honest card, as fersuite-train stores it (plain JSON data)
 HONEST: dict[str, Any] = {
@@ -122,12 +122,12 @@ def _check_card(card: ModelCard) -> None:
     assert isinstance(card.has_va, bool) and isinstance(card.face_crop, FaceCrop)
     assert card.crop_size <= BOUNDS.max_side
     # a checked card round-trips
-    assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
+    assert read_card(json.loads(json.dumps(card.to_dict()))) == card
 
 
 def _read(raw: Any) -> None:
     try:
-        card = ModelCard.from_dict(raw, "some/m.ckpt")
+        card = read_card(raw, "some/m.ckpt")
     except REFUSALS as exc:
         assert is_user_error(exc)
         text = str(exc)
@@ -266,5 +266,5 @@ def valid_cards(draw: st.DrawFn) -> ModelCard:
 @given(card=valid_cards())
 def test_a_valid_card_round_trips(card: ModelCard) -> None:
     data = json.loads(json.dumps(card.to_dict()))
-    assert ModelCard.from_dict(data, "m.json") == card
-    assert ModelCard.from_dict(card.to_dict(), "m.json").to_dict() == card.to_dict()
+    assert read_card(data, "m.json") == card
+    assert read_card(card.to_dict(), "m.json").to_dict() == card.to_dict()

@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fersuite.checkpoint import read_card
 from fersuite.cli.eval import main as eval_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
@@ -292,11 +293,10 @@ def test_outputs_that_differ_from_the_declared_ones_are_refused_when_run(
     real: dict[str, Path], tmp_path: Path
 ) -> None:
     """A graph can declare ``[N, 8]`` and compute something else: the runner checks what runs."""
-    from fersuite.card import ModelCard
     from fersuite.deploy.onnx import OnnxModel
     from fersuite.errors import UntrustedFileError
 
-    card = ModelCard.from_dict(json.loads(real["onnx"].with_suffix(".json").read_text()), "card")
+    card = read_card(json.loads(real["onnx"].with_suffix(".json").read_text()), "card")
     model = _place(tmp_path / "lying", "model.onnx", _onnx(), real)
     runner = OnnxModel(model, card=card)
     runner.session = _Lying(runner.session)  # type: ignore[assignment]
@@ -415,11 +415,10 @@ def test_a_pte_planning_too_much_memory_is_refused_before_its_method_loads(
 
 def test_fersuite_exports_pass_the_reader(real: dict[str, Path], tmp_path: Path) -> None:
     """The int8, dynamic and fp16 files fersuite-export writes from the real model load."""
-    from fersuite.card import ModelCard
     from fersuite.deploy.onnx import OnnxModel
     from fersuite.deploy.onnx_quant import quantize_onnx
 
-    card = ModelCard.from_dict(json.loads(real["onnx"].with_suffix(".json").read_text()), "card")
+    card = read_card(json.loads(real["onnx"].with_suffix(".json").read_text()), "card")
     x = torch.randn((3, 1, SIDE, SIDE), generator=torch.Generator().manual_seed(0))
     ref = OnnxModel(real["onnx"], card=card)(x)
     for mode in ("int8", "dynamic", "fp16"):

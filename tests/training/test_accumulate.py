@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from omegaconf import open_dict
 
-from fersuite.config import ConfigError, validate_config
-from fersuite.training import make_trainer
+from fersuite.config import validate_config
+from fersuite.errors import ConfigError
+from fersuite.runs.setup import make_trainer
 
 
 @pytest.mark.parametrize(

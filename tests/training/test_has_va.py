@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from fersuite.distill.teacher import load_teacher
 from fersuite.losses import AffectLoss, DistillationLoss
-from fersuite.training import build_module, checkpoint_metadata
+from fersuite.runs.builders import build_module, checkpoint_metadata
 from fersuite.types import AffectOutput
 from tests.distill.helpers import distill_overrides, write_teacher_ckpt
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fersuite.card import ModelCard, frame_input, load_input
+from fersuite.checkpoint import read_card
 from fersuite.data.faces import Box
-from fersuite.inference import PredictError
+from fersuite.data.preprocess import frame_input, load_input
+from fersuite.errors import PredictError
 from fersuite.video.smoothing import Ema, OneEuro, SmoothingSettings
 from fersuite.video.tracker import IoUTracker, iou
 
@@ -66,7 +67,7 @@ def test_frame_input_is_load_input_of_the_same_pixels(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, size=(60, 90, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "f.png")
-    card = ModelCard.from_dict(
+    card = read_card(
         {
             "model_cfg": {
                 "_target_": "fersuite.models.registry.create_model",
@@ -90,7 +91,7 @@ def test_frame_input_is_load_input_of_the_same_pixels(tmp_path: Path) -> None:
 
     face, _ = load_face(tmp_path / "f.png", "L", 32, detector=Fixed(), margin=0.2)
     crop = card.face_crop.__class__(kind="detector", margin=0.2, detector="yunet")
-    from fersuite.card import preprocess
+    from fersuite.data.preprocess import preprocess
 
     assert np.allclose(
         frame_input(card, rgb, box, crop).numpy(), preprocess(card, face).numpy(), atol=1e-6

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import EarlyStopping
 
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 from fersuite.monitoring import monitor_direction
 
 __all__ = ["early_stopping_callback"]

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 from fersuite.profiling import (
     LATENCY_PROTOCOL,
     LatencyProtocol,
@@ -20,6 +20,7 @@ from fersuite.profiling import (
     count_params,
     measure_speed,
 )
+from fersuite.profiling.macs import model_input_shape
 from fersuite.profiling.summary import format_summary, summary_rows
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,6 @@ def latency_context(lat: LatencyStats) -> dict[str, Any]:
         "efficiency/latency_device": lat.device,
         "efficiency/latency_threads": float(lat.threads),
     }
-
-
-def model_input_shape(
-    net: nn.Module, fallback: tuple[int, int, int] | None = None
-) -> tuple[int, int, int]:
-    """(C, H, W) the model expects, from its ``input_spec``."""
-    spec = getattr(net, "input_spec", None)
-    if spec is not None:
-        return (spec.channels, spec.size, spec.size)
-    if fallback is None:
-        raise ValueError(f"{type(net).__name__} declares no input_spec; cannot profile it")
-    return fallback
 
 
 class EfficiencyCallback(L.Callback):

@@ -20,7 +20,7 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks.weight_averaging import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
-from fersuite.config import ConfigError
+from fersuite.errors import ConfigError
 
 __all__ = ["EMACallback", "ema_callback"]
 

@@ -23,13 +23,11 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 
+from fersuite.errors import NonFiniteError
+
 log = logging.getLogger(__name__)
 
 ACTIONS = ("stop", "skip")
-
-
-class NonFiniteError(RuntimeError):
-    """Training met a non-finite loss, gradient or weight."""
 
 
 def _finite(value: Any) -> torch.Tensor | None:

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from fersuite.errors import UserError
 
 __all__ = ["Key", "help_text", "parse_keys", "wants_help"]
@@ -36,8 +39,6 @@ def parse_keys(
 
     Raises ``error`` (a user error: one line, exit status 2) for an argument without ``=``,
     one OmegaConf cannot parse, or a key the app does not have."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     names = [k.name for k in keys]
     bad = [a for a in argv if "=" not in a]

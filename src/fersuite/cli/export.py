@@ -26,6 +26,7 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, open_dict
+from rich.table import Table
 
 from fersuite.apps import run_app, task_wrapper
 from fersuite.card import FaceCrop
@@ -33,14 +34,12 @@ from fersuite.config import CONFIG_DIR, require_ckpt_path
 from fersuite.deploy.base import INPUT_NAME
 from fersuite.deploy.calibration import export_data_config
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
+from fersuite.utils.console import make_console
 
 log = logging.getLogger("fersuite.export")
 
 
 def print_export(info: dict[str, Any], out_dir: Path) -> None:
-    from rich.table import Table
-
-    from fersuite.utils.console import make_console
 
     table = Table(title="fersuite export")
     table.add_column("item")

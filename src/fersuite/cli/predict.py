@@ -45,15 +45,28 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import torch
 
+from fersuite.apps import run_app
 from fersuite.cli._args import Key, help_text, parse_keys, wants_help
-from fersuite.errors import UntrustedFileError
+from fersuite.cli.predict_video import (
+    VIDEO_KEYS,
+    _video_out,
+    find_inputs,
+    predict_videos,
+    video_settings,
+)
+from fersuite.errors import (
+    InputError,
+    PredictError,
+    PretrainedWeightsError,
+    UntrustedFileError,
+    VideoReadError,
+)
 from fersuite.inference import (
     IMAGE_SUFFIXES,
     ON_ERROR,
-    InputError,
-    PredictError,
     Predictor,
     choose_face_crop,
     error_row,
@@ -63,14 +76,8 @@ from fersuite.inference import (
     print_predictions,
     write_predictions,
 )
-from fersuite.video.app import (
-    VIDEO_KEYS,
-    _video_out,
-    find_inputs,
-    predict_videos,
-    video_settings,
-)
-from fersuite.video.reader import VIDEO_SUFFIXES, VideoReadError
+from fersuite.utils.console import make_console
+from fersuite.video.reader import VIDEO_SUFFIXES
 from fersuite.video.run import VideoResult
 
 KEYS = [
@@ -181,7 +188,6 @@ def _find(inputs: Sequence[str], stop: bool) -> tuple[list[Path], list[str], lis
 @contextlib.contextmanager
 def _quiet_opencv() -> Iterator[None]:
     """OpenCV logs errors only (a file it cannot open is not also a ``[ WARN ]`` line)."""
-    import cv2
 
     log = cv2.utils.logging
     level = log.getLogLevel()
@@ -197,7 +203,6 @@ def _videos(
 ) -> tuple[list[VideoResult], list[dict[str, Any]], list[tuple[str, str]]]:
     """(results, rows, failures) of each video on its own: a video that cannot be read is an
     error row (or, ``stop``, the end), the others go on; a truncated one keeps its rows."""
-    from fersuite.utils.console import make_console
 
     several = len(videos) > 1
     results: list[VideoResult] = []
@@ -240,8 +245,6 @@ def run(argv: Sequence[str]) -> list[dict[str, Any]]:
     """Predict every input of ``argv`` and write ``output``; the rows. An unreadable input:
     see the module docstring (:class:`InputError` with ``on_error=stop``, else
     :class:`InputsFailedError` after the others were written)."""
-    from fersuite.models.weights import PretrainedWeightsError
-    from fersuite.utils.console import make_console
 
     cfg = parse_args(argv)
     stop = cfg["on_error"] == "stop"
@@ -290,8 +293,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cannot be read → one line each (``fersuite-predict: <file>: <why>``), the others written,
     exit 2; a failed run → traceback, exit 1."""
     if argv is None:
-        from fersuite.apps import run_app
-
         run_app("predict", main, sys.argv[1:])
         return 0
     args = list(argv)

@@ -2,7 +2,7 @@
 training (``conf/profile.yaml``; ``--multirun model=a,b`` profiles several).
 
 Writes ``profile.json`` and ``profile.csv`` into the run dir and prints a table
-(:mod:`fersuite.profiling.records`). In a multirun the sweep report callback merges the
+(:mod:`fersuite.reporting.profiles`). In a multirun the sweep report callback merges the
 records of every job into ``<sweep dir>/profile.{json,csv}``.
 """
 
@@ -16,7 +16,7 @@ from omegaconf import DictConfig, open_dict
 
 from fersuite.apps import run_app, task_wrapper
 from fersuite.config import CONFIG_DIR
-from fersuite.profiling.records import print_profile, profile_config, write_profile
+from fersuite.reporting.profiles import print_profile, profile_config, write_profile
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="profile")

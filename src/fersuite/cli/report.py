@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from fersuite.apps import run_app
 from fersuite.cli._args import Key, help_text, parse_keys, wants_help
 from fersuite.errors import UserError
+from fersuite.reporting.sweep import write_sweep_report
 from fersuite.reporting.terminal import print_report
 
 __all__ = ["KEYS", "main", "parse_args"]
@@ -112,14 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The exit status of ``fersuite-report argv...``. Without ``argv`` (the console script)
     it runs under :func:`fersuite.apps.run_app` (a failed run: traceback, exit 1)."""
     if argv is None:
-        from fersuite.apps import run_app
-
         run_app("report", main, sys.argv[1:])
         return 0
     if wants_help(argv):
         print(HELP, end="")
         return 0
-    from fersuite.reporting.sweep import write_sweep_report
 
     try:
         args = parse_args(argv)

@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 
 from fersuite.apps import run_app, task_wrapper
 from fersuite.config import CONFIG_DIR
-from fersuite.training import train
-from fersuite.training.lock import release_all
+from fersuite.runs.lock import release_all
+from fersuite.training.run import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -28,8 +28,9 @@ from fersuite.data.base import ArraySplit
 from fersuite.data.cache import CacheWriter, file_identity
 from fersuite.data.cached import CachedDataModule, dir_identity, stratified_split
 from fersuite.data.csvio import CsvTable, FieldError, parse_float, parse_int, require_dir
-from fersuite.data.errors import BadSamples, DataFormatError
+from fersuite.data.errors import BadSamples
 from fersuite.data.faces import Box, load_face
+from fersuite.errors import DataFormatError
 from fersuite.labels import CANONICAL_CLASSES
 
 LISTS_DIR = "Manually_Annotated_file_lists"

@@ -19,8 +19,9 @@ import numpy as np
 
 from fersuite.data.base import AffectDataModule, ArraySplit
 from fersuite.data.cache import ArrayCache, CacheWriter, file_identity
-from fersuite.data.errors import BadSamples, DataFormatError, check_on_bad_sample
-from fersuite.data.images import ImageReadError, color_mode
+from fersuite.data.errors import BadSamples, check_on_bad_sample
+from fersuite.data.images import color_mode
+from fersuite.errors import DataFormatError, ImageReadError
 from fersuite.utils.progress import progress
 
 log = logging.getLogger(__name__)

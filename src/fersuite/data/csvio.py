@@ -8,7 +8,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fersuite.data.errors import BadSamples, DataFormatError
+from fersuite.data.errors import BadSamples
+from fersuite.errors import DataFormatError
 
 
 class FieldError(ValueError):

@@ -6,6 +6,8 @@ import logging
 from collections import Counter
 from typing import Literal
 
+from fersuite.errors import DataFormatError
+
 log = logging.getLogger(__name__)
 
 OnBadSample = Literal["error", "skip"]
@@ -13,14 +15,6 @@ ON_BAD_SAMPLE: tuple[str, ...] = ("error", "skip")
 
 #: How many skipped samples are logged one by one before only the count is kept.
 _LOGGED_SKIPS = 5
-
-
-class DataFormatError(ValueError):
-    """A dataset file, row or image that does not match its public format.
-
-    The message is one line naming the file (and line, or image path) and what was expected,
-    so apps can print it without a traceback.
-    """
 
 
 def check_on_bad_sample(value: str) -> OnBadSample:

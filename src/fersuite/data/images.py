@@ -10,16 +10,14 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fersuite.errors import ImageReadError
+
 ColorMode = Literal["L", "RGB"]
 
 #: File extensions read from image folders (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-
-class ImageReadError(ValueError):
-    """An image that cannot be decoded (the caller adds the path)."""
 
 
 def color_mode(in_chans: int) -> ColorMode:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.table import Table
 
@@ -92,7 +93,6 @@ def save_sample_grid(
     dm: AffectDataModule, path: str | os.PathLike[str], per_class: int = 8, split: str = "train"
 ) -> Path:
     """A PNG with one labelled row per class and up to ``per_class`` of its images."""
-    from PIL import Image, ImageDraw, ImageFont
 
     s = dm.splits[split]
     labels = s.hard_labels

@@ -19,8 +19,9 @@ from fersuite.data.base import ArraySplit
 from fersuite.data.cache import CacheWriter
 from fersuite.data.cached import CachedDataModule, stratified_split
 from fersuite.data.csvio import read_lines, require_dir
-from fersuite.data.errors import BadSamples, DataFormatError
+from fersuite.data.errors import BadSamples
 from fersuite.data.faces import load_face
+from fersuite.errors import DataFormatError
 
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
 ALIGNED_DIR = "Image/aligned"

@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from fersuite.config import CONFIG_DIR, ConfigError
+from fersuite.config import CONFIG_DIR
 from fersuite.config_schema import check_target_node
-from fersuite.errors import UntrustedFileError, is_user_error, one_line
+from fersuite.errors import ConfigError, UntrustedFileError, is_user_error, one_line
 
 __all__ = [
     "INPUT_KEYS",
@@ -186,8 +189,6 @@ def _trusted_groups(config_dir: str | Path = CONFIG_DIR) -> dict[str, str]:
 
 def _compose_data(group: str) -> DictConfig:
     """The trusted ``data=<group>`` config (with ``paths``), composed by Hydra."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
     overrides = [f"data={group}"]
     if GlobalHydra.instance().is_initialized():
@@ -230,7 +231,6 @@ def _check_recorded(data: DictConfig, source: str) -> None:
     """The schema of a command line, then the datamodule's own bounds (its constructor, which
     reads and allocates nothing), applied to a data config rebuilt from a record: a value that
     cannot work is one line naming the checkpoint."""
-    from hydra.utils import instantiate
 
     parent = data._get_parent()
     plain = OmegaConf.to_container(data, resolve=False)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.utils.progress import track
@@ -677,7 +678,6 @@ def save_grid_png(faces: SyntheticFaces, path: str | Path, per_class: int = 8) -
     Small images are upscaled (nearest neighbour) so that each cell is at least 64 pixels.
     Rows whose class has fewer samples are left partly empty. Returns the path written.
     """
-    from PIL import Image, ImageDraw, ImageFont
 
     per_class = _check_int("per_class", per_class, 1)
     imgs = faces.images

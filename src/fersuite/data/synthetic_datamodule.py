@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from fersuite.card import FaceCrop
-from fersuite.config import ConfigError
 from fersuite.data.base import AffectDataModule, ArraySplit
 from fersuite.data.synthetic import render_faces
+from fersuite.errors import ConfigError
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.utils.io import atomic_path
 

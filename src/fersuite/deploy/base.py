@@ -13,8 +13,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fersuite.errors import RunFailedError
-
 log = logging.getLogger("fersuite.export")
 
 INPUT_NAME = "image"
@@ -29,10 +27,6 @@ def exported_format(path: str | os.PathLike[str]) -> str | None:
     for any other file (a checkpoint)."""
     suffix = Path(path).suffix.lower()
     return next((fmt for fmt, name in FILES.items() if Path(name).suffix == suffix), None)
-
-
-class ExportError(RunFailedError, RuntimeError):
-    """An export that failed or whose outputs do not match PyTorch."""
 
 
 class TupleOutput(nn.Module):

@@ -21,13 +21,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from fersuite.card import ModelCard
-from fersuite.config import ConfigError
+from fersuite.checkpoint import META_KEY, read_checkpoint
 from fersuite.config_schema import check_target_node
 from fersuite.data.record import INPUT_KEYS, recorded_data_config
+from fersuite.errors import ConfigError
+from fersuite.labels import class_index_map, same_classes
 
 __all__ = [
     "INPUT_KEYS",
@@ -57,8 +60,6 @@ def export_data_config(cfg: DictConfig, ckpt_path: str, why: str) -> DictConfig:
     """:func:`data_config_for` with the record stored in the checkpoint ``ckpt_path``."""
     raw = None
     if cfg.get("data") is None:
-        from fersuite.checkpoint import META_KEY, read_checkpoint
-
         meta = read_checkpoint(ckpt_path).get(META_KEY)
         raw = meta.get("training_data") if isinstance(meta, dict) else None
     return data_config_for(cfg, raw, ckpt_path, why)
@@ -66,7 +67,6 @@ def export_data_config(cfg: DictConfig, ckpt_path: str, why: str) -> DictConfig:
 
 def datamodule_for_card(data_cfg: DictConfig, card: ModelCard) -> Any:
     """The datamodule of ``data_cfg`` with the card's input spec (size, channels, mean, std)."""
-    from hydra.utils import instantiate
 
     node = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=False))
     parent = data_cfg._get_parent()
@@ -104,7 +104,6 @@ def image_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``n`` images of ``split`` (a seeded random subset, after ``skip`` of them), as the model
     sees them at evaluation (no augmentation), with hard labels in the *model's* class order."""
-    from fersuite.evaluation import class_index_map, same_classes
 
     ds = dm.dataset(split, train=False)
     total = len(ds)

@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from flatbuffers.table import Table
 from torch import nn
 
 from fersuite.card import BOUNDS, ModelCard
-from fersuite.deploy.base import ExportError, first_line, log, quiet
-from fersuite.errors import UntrustedFileError
+from fersuite.deploy.base import first_line, log, quiet
+from fersuite.errors import ExportError, UntrustedFileError
 from fersuite.types import AffectOutput
 
 __all__ = ["MAX_BYTES", "MAX_PLANNED_BYTES", "ExecuTorchModel", "export_executorch"]
@@ -170,7 +171,7 @@ def export_executorch(
     activations) calibrated on every image of ``calibration`` (normalised batches, any N).
 
     Returns ``{"exporter", "backend", "opset", "fallback_reason", "quantize",
-    "calibration_images"}``; raises :class:`~fersuite.deploy.base.ExportError` (one line)."""
+    "calibration_images"}``; raises :class:`~fersuite.errors.ExportError` (one line)."""
     x = example[:1].detach().float().contiguous()
     quantize = None if calibration is None else "int8"
     start = time.perf_counter()
@@ -227,16 +228,12 @@ _PRINTABLE = re.compile(rb"[\x20-\x7e]{1,200}")
 def _plans(data: bytes) -> Iterator[Any]:
     """The ``ExecutionPlan`` tables of a program flatbuffer (schema ``program.fbs``; read only
     after the runtime's verifier accepted the buffer)."""
-    from flatbuffers.table import Table
-
     root = Table(data, int.from_bytes(data[:4], "little"))
     yield from _vector(root, 1)  # Program.execution_plan
 
 
 def _vector(table: Any, field: int) -> list[Any]:
     """The tables of vector ``field`` (its index in the schema) of ``table``."""
-    from flatbuffers.table import Table
-
     offset = table.Offset(4 + 2 * field)
     if not offset:
         return []

@@ -27,11 +27,12 @@ import torch
 from omegaconf import DictConfig
 
 from fersuite.card import ModelCard, parse_card_json
-from fersuite.checkpoint import load_model_from_checkpoint
-from fersuite.config import ConfigError, settings_keys
-from fersuite.deploy.base import FILES, INPUT_NAME, OUTPUT_NAMES, ExportError, TupleOutput
+from fersuite.checkpoint import load_model_from_checkpoint, read_card
+from fersuite.config import settings_keys
+from fersuite.deploy.base import FILES, INPUT_NAME, OUTPUT_NAMES, TupleOutput
 from fersuite.deploy.calibration import datamodule_for_card, image_batches
 from fersuite.deploy.onnx import OnnxModel, export_onnx
+from fersuite.deploy.onnx_quant import cpu_vnni, quantize_onnx
 from fersuite.deploy.torchscript import TorchScriptModel, export_torchscript
 from fersuite.deploy.verify import (
     compare_outputs,
@@ -39,7 +40,7 @@ from fersuite.deploy.verify import (
     latencies,
     verification_inputs,
 )
-from fersuite.errors import UntrustedFileError
+from fersuite.errors import ConfigError, ExportError, UntrustedFileError
 from fersuite.utils.io import atomic_path, atomic_write_json, json_default
 
 __all__ = ["EXPORTERS", "ExportSettings", "export_checkpoint", "sidecar"]
@@ -228,8 +229,6 @@ def _export_file(
         if s.quantize is None:
             info = export_onnx(wrapper, example, tmp, s.exporter, s.opset, s.max_batch)
             return info, OnnxModel(tmp, threads=s.threads), None
-        from fersuite.deploy.onnx_quant import quantize_onnx
-
         with tempfile.TemporaryDirectory(prefix="fersuite-export-") as work:
             fp32 = Path(work) / "fp32.onnx"
             info = export_onnx(wrapper, example, fp32, s.exporter, s.opset, s.max_batch)
@@ -254,8 +253,6 @@ def _reduce_range(s: ExportSettings) -> bool:
     can saturate (ONNX Runtime's advice), off elsewhere."""
     if s.reduce_range is not None:
         return s.reduce_range
-    from fersuite.deploy.onnx_quant import cpu_vnni
-
     cpu = cpu_vnni()
     x86 = str(cpu.get("machine", "")).lower() in ("x86_64", "amd64", "i686", "x86")
     return x86 and not cpu["vnni"]
@@ -368,6 +365,6 @@ def export_checkpoint(
     # model.json is only ever a card that its readers accept (read_sidecar's bounds)
     text = json.dumps(info_out, sort_keys=True, allow_nan=False, default=json_default)
     written = str(out / "model.json")
-    ModelCard.from_dict(parse_card_json(text.encode(), written), written)
+    read_card(parse_card_json(text.encode(), written), written)
     atomic_write_json(out / "model.json", info_out)
     return info_out

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+from google.protobuf.message import DecodeError
 from torch import nn
 
 from fersuite.card import BOUNDS, ModelCard
-from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, ExportError, first_line, log, quiet
-from fersuite.errors import UntrustedFileError
+from fersuite.deploy.base import INPUT_NAME, OUTPUT_NAMES, first_line, log, quiet
+from fersuite.errors import ExportError, UntrustedFileError
 from fersuite.types import AffectOutput
 
 __all__ = ["MAX_BYTES", "OnnxModel", "export_onnx", "read_onnx"]
@@ -183,8 +186,6 @@ def read_onnx(path: Path, card: ModelCard | None = None) -> tuple[bytes, bool, b
     ONNX Runtime sees it; returns (bytes, batch axis fixed at 1, has external data).
 
     Raises :class:`~fersuite.errors.UntrustedFileError` naming the file and the part."""
-    import onnx
-    from google.protobuf.message import DecodeError
 
     try:
         size = path.stat().st_size
@@ -221,7 +222,6 @@ class OnnxModel:
         threads: int | None = None,
         card: ModelCard | None = None,
     ) -> None:
-        import onnxruntime as ort
 
         self.path = Path(path)
         self.card = card
@@ -279,7 +279,6 @@ class OnnxModel:
 
 
 def onnx_opset(path: Path) -> int:
-    import onnx
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model)

@@ -25,9 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+from onnxruntime.quantization import (
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from fersuite.deploy.base import INPUT_NAME, ExportError, first_line, quiet
+from fersuite.deploy.base import INPUT_NAME, first_line, quiet
+from fersuite.errors import ExportError
 
 __all__ = ["MODES", "cpu_vnni", "quantize_onnx"]
 
@@ -93,13 +104,11 @@ class _TensorReader:
 
 
 def _preprocess(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
 
 
 def _int8(src: Path, dst: Path, calibration: Iterable[torch.Tensor], reduce_range: bool) -> int:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     reader = _TensorReader(calibration)
     with tempfile.TemporaryDirectory(prefix="fersuite-quant-") as tmp:
@@ -128,7 +137,6 @@ def _int8(src: Path, dst: Path, calibration: Iterable[torch.Tensor], reduce_rang
 
 
 def _dynamic(src: Path, dst: Path, reduce_range: bool) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(prefix="fersuite-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -143,8 +151,6 @@ def _dynamic(src: Path, dst: Path, reduce_range: bool) -> None:
 
 
 def _fp16(src: Path, dst: Path) -> None:
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
     half = convert_float_to_float16(model, keep_io_types=True)
@@ -154,7 +160,6 @@ def _fp16(src: Path, dst: Path) -> None:
 def _strip_node_metadata(path: Path) -> None:
     """Drop the exporter's per-node ``metadata_props`` (PyTorch stack traces and module names,
     ~12 % of a small quantised file); the graph and weights are unchanged."""
-    import onnx
 
     model = onnx.load(str(path))
     for node in model.graph.node:

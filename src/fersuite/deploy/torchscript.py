@@ -47,8 +47,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fersuite.deploy.base import ExportError, first_line, log, quiet
-from fersuite.errors import UntrustedFileError
+from fersuite.deploy.base import first_line, log, quiet
+from fersuite.errors import ExportError, UntrustedFileError
 from fersuite.types import AffectOutput
 
 __all__ = [

@@ -16,10 +16,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from fersuite.card import ModelCard, input_transform, load_input
-from fersuite.deploy.base import OUTPUT_NAMES, ExportError
+from fersuite.card import ModelCard
+from fersuite.data.preprocess import input_transform, load_input
+from fersuite.data.synthetic import render_faces
+from fersuite.deploy.base import OUTPUT_NAMES
+from fersuite.deploy.onnx import OnnxModel
+from fersuite.errors import ExportError
 from fersuite.profiling import measure_latency
 
 __all__ = [
@@ -36,9 +41,6 @@ Runner = Callable[[torch.Tensor], Any]
 def eval_face_batch(card: ModelCard, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` synthetic face image files through :func:`fersuite.card.load_input`:
     (n, C, S, S) float32, what the model would be given for those files."""
-    from PIL import Image
-
-    from fersuite.data.synthetic import render_faces
 
     size = min(max(card.input_size, 16), 512)
     faces = render_faces(n, size=size, seed=seed)
@@ -176,8 +178,6 @@ def latencies(
 
     Keys: ``eager_median_ms``/``eager_p90_ms`` and ``<name>_median_ms``/``<name>_p90_ms``
     (``name``: ort, torchscript or executorch; ORT is timed on its numpy call)."""
-    from fersuite.deploy.onnx import OnnxModel
-
     shape = (1, card.in_chans, card.input_size, card.input_size)
     eager = measure_latency(net, shape, warmup=warmup, runs=runs, threads=threads)
     result: dict[str, Any] = {

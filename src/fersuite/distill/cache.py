@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fersuite.config import ConfigError
 from fersuite.data.base import ArrayAffectDataset, ArraySplit
 from fersuite.data.transforms import build_transforms
 from fersuite.distill.adapt import adapt_images
 from fersuite.distill.teacher import FrozenTeacher
+from fersuite.errors import ConfigError
 from fersuite.types import AffectOutput, InputSpec
 from fersuite.utils.io import atomic_path
 from fersuite.utils.progress import progress

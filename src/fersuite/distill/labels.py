@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fersuite.config import ConfigError
-from fersuite.labels import CANONICAL_CLASSES, canonical_name
+from fersuite.errors import ConfigError
+from fersuite.labels import CANONICAL_CLASSES, canonical_name, mapping_indices
 
 __all__ = ["ClassMap", "default_teacher_classes"]
 
@@ -64,7 +64,7 @@ class ClassMap:
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ConfigError(f"the {label} classes repeat {dup}: {list(names)}")
-        pairs = [(i, t.index(n)) for i, n in enumerate(s) if n in t]
+        pairs = [(i, j) for i, j in enumerate(mapping_indices(s, t)) if j is not None]
         if not pairs:
             raise ConfigError(
                 f"the teacher's classes {list(t)} share no class with the student's {list(s)}"

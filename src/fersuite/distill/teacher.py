@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fersuite.config import ConfigError
+from fersuite.checkpoint import load_model_from_checkpoint
 from fersuite.distill.labels import default_teacher_classes
-from fersuite.models.weights import PretrainedWeightsError
+from fersuite.errors import ConfigError, PretrainedWeightsError
+from fersuite.models.emonet import EmoNet, load_emonet_weights
+from fersuite.models.weights import load_state_dict_file, strip_prefixes
 from fersuite.types import AffectOutput, InputSpec
 
 __all__ = ["TEACHER_KINDS", "FrozenTeacher", "file_sha256", "load_teacher"]
@@ -111,7 +113,6 @@ def _require_file(path: str | None, key: str, what: str) -> Path:
 
 
 def _load_checkpoint_teacher(path: Path, classes: Sequence[str] | None) -> FrozenTeacher:
-    from fersuite.checkpoint import load_model_from_checkpoint
 
     net, card = load_model_from_checkpoint(path)
     names = tuple(classes) if classes else card.class_names
@@ -128,8 +129,6 @@ def _load_checkpoint_teacher(path: Path, classes: Sequence[str] | None) -> Froze
 def _load_emonet_teacher(
     path: Path, classes: Sequence[str] | None, input_size: int | None
 ) -> FrozenTeacher:
-    from fersuite.models.emonet import EmoNet, load_emonet_weights
-    from fersuite.models.weights import load_state_dict_file, strip_prefixes
 
     sd = strip_prefixes(load_state_dict_file(path), ("module.",))
     head = sd.get("emo_fc_2.3.weight")

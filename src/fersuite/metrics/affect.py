@@ -12,6 +12,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 from torchmetrics.regression import ConcordanceCorrCoef, PearsonCorrCoef
+from torchmetrics.utilities import dim_zero_cat
 
 from fersuite.metrics.sagr import SignAgreement
 from fersuite.types import AffectOutput
@@ -104,7 +105,6 @@ class AffectMetrics(nn.Module):
         cal = self.calibration
         if cal is None:
             return None
-        from torchmetrics.utilities import dim_zero_cat
 
         def cat(state: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
             # a list per rank; after a DDP sync torchmetrics leaves one concatenated tensor

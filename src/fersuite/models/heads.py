@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
+from fersuite.labels import canonical_name, class_index_map
 from fersuite.types import AffectOutput
 
 
@@ -31,3 +35,26 @@ class JointHead(nn.Module):
         out = self.fc(self.dropout(features))
         va = torch.tanh(out[:, self.num_classes :])
         return AffectOutput(out[:, : self.num_classes], va[:, 0], va[:, 1])
+
+
+class ClassRemap(nn.Module):
+    """Wraps a trained network so its expression logits follow another class order.
+
+    Valence and arousal pass through unchanged. ``num_classes`` is the dataset's.
+    """
+
+    def __init__(
+        self, net: nn.Module, model_classes: Sequence[str], data_classes: Sequence[str]
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.model_classes = tuple(canonical_name(n) for n in model_classes)
+        self.data_classes = tuple(data_classes)
+        self.register_buffer(
+            "index", torch.tensor(class_index_map(model_classes, data_classes)), persistent=False
+        )
+        self.num_classes = len(self.data_classes)
+
+    def forward(self, x: torch.Tensor) -> AffectOutput:
+        out: Any = self.net(x)
+        return AffectOutput(out.expression.index_select(1, self.index), out.valence, out.arousal)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
@@ -413,8 +414,6 @@ def _read_checkpoint(source: str | Path) -> Mapping[str, object]:
             "or a .safetensors file, in the NVlabs or Hugging Face layout)"
         )
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path), device="cpu")
     return torch.load(path, map_location="cpu", weights_only=True)
 

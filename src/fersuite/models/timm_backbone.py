@@ -6,8 +6,9 @@ import timm
 import torch
 from torch import nn
 
+from fersuite.errors import PretrainedWeightsError
 from fersuite.models.heads import JointHead
-from fersuite.models.weights import PretrainedWeightsError, require_local_weights
+from fersuite.models.weights import require_local_weights
 from fersuite.types import AffectOutput, InputSpec
 
 #: timm families whose attention biases are sized for one input resolution.

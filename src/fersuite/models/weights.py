@@ -7,14 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
+
+from fersuite.errors import PretrainedWeightsError
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
 _PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Raised when local weights are missing, unsafe, or do not fit the model."""
 
 
 def require_local_weights(pretrained: bool, path: str | None, what: str) -> None:
@@ -37,8 +36,6 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             f"weights file not found: {p} (expected a .safetensors, .pth, .pt, .bin or .ckpt file)"
         )
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(p))
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
@@ -206,7 +208,6 @@ def build_affect_module(
     """The ``task=supervised`` module from a composed config (``conf/task/supervised.yaml``
     names it: ``task.module``). ``net`` (a trained network) skips building one
     (``net_has_va``: its checkpoint says its VA heads were trained)."""
-    from hydra.utils import instantiate
 
     if net is None:
         net = instantiate(cfg.model, num_classes=datamodule.num_classes)
@@ -232,7 +233,6 @@ def build_affect_module(
 def mixing_from_config(cfg: Any, num_classes: int) -> BatchMixing | None:
     """``data.augment.mixup``/``cutmix`` of a composed config (None when both are 0), seeded
     by ``seed`` (or this process's torch seed when ``seed=null``)."""
-    from omegaconf import OmegaConf
 
     mixup = float(OmegaConf.select(cfg, "data.augment.mixup", default=0.0) or 0.0)
     cutmix = float(OmegaConf.select(cfg, "data.augment.cutmix", default=0.0) or 0.0)
@@ -249,8 +249,6 @@ def build_loss(
 ) -> Any:
     """The loss of ``cfg.loss``; ``class_weights: auto`` takes the training split's inverse
     class frequencies (after ``check(loss, loss_cfg)``, which may refuse the loss first)."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
     assert isinstance(loss_cfg, dict)

@@ -31,12 +31,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from fersuite.config import ConfigError
+from fersuite.checkpoint import read_card
 from fersuite.data.mixing import BatchMixing
 from fersuite.distill.adapt import adapt_images, same_input, spec_from
 from fersuite.distill.cache import TeacherOutputCache, TeacherOutputs
 from fersuite.distill.labels import ClassMap
 from fersuite.distill.teacher import FrozenTeacher, load_teacher
+from fersuite.errors import ConfigError
 from fersuite.losses.distill import DistillationLoss, FeatureHint
 from fersuite.metrics.affect import AffectMetrics
 from fersuite.modules.affect_module import (
@@ -370,9 +371,7 @@ class DistillationModule(AffectModule):
         # The student's checkpoint records what the *student* is fed (it may differ from the
         # data's size/channels when the data pipeline serves the teacher's resolution).
         if meta is not None and "student_spec" in self.__dict__:
-            from fersuite.card import ModelCard
-
-            meta = ModelCard.from_dict(meta, "student").with_input(self.student_spec).to_dict()
+            meta = read_card(meta, "student").with_input(self.student_spec).to_dict()
         self.__dict__["_checkpoint_meta"] = meta
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -320,3 +320,15 @@ def count_macs(
             for name, _ in module.named_modules()
         },
     )
+
+
+def model_input_shape(
+    net: nn.Module, fallback: tuple[int, int, int] | None = None
+) -> tuple[int, int, int]:
+    """(C, H, W) the model expects, from its ``input_spec``."""
+    spec = getattr(net, "input_spec", None)
+    if spec is not None:
+        return (spec.channels, spec.size, spec.size)
+    if fallback is None:
+        raise ValueError(f"{type(net).__name__} declares no input_spec; cannot profile it")
+    return fallback

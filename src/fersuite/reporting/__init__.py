@@ -1,6 +1,7 @@
 """Reports of runs and sweeps: confusion matrices, VA scatter, per-class and sweep tables,
 Pareto plots (PNG via matplotlib's Agg canvas; CSV/Markdown/JSON written atomically)."""
 
+from fersuite.reporting.jobs import JobResult, collect_sweep, model_label
 from fersuite.reporting.plots import (
     ParetoPoint,
     ccc,
@@ -10,13 +11,7 @@ from fersuite.reporting.plots import (
     save_va_scatter_png,
 )
 from fersuite.reporting.run_report import RunReport, VAPairs, write_run_report
-from fersuite.reporting.sweep import (
-    JobResult,
-    SweepReport,
-    collect_sweep,
-    model_label,
-    write_sweep_report,
-)
+from fersuite.reporting.sweep import SweepReport, write_sweep_report
 from fersuite.reporting.tables import markdown_table, per_class_rows, write_csv
 from fersuite.reporting.wandb_utils import update_wandb_summary, wandb_loggers
 

@@ -31,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fersuite.reporting.plots import _save
 from fersuite.reporting.seeds import Group, mean_ci
 
 __all__ = ["Convergence", "convergence", "group_curves", "read_curve", "save_curves_png"]
@@ -133,7 +134,6 @@ def save_curves_png(
 ) -> Path | None:
     """One line per group (mean over seeds at each epoch) with the seeds' range as a band;
     None when no job logged ``key``. ``curves``: each group's curves when already read."""
-    from fersuite.reporting.plots import _save
 
     read = curves if curves is not None else [group_curves(g, key) for g in groups]
     series = list(zip(groups, read, strict=True))

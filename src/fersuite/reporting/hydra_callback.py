@@ -13,8 +13,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from fersuite.reporting.jobs import ERROR_FILE
+from fersuite.reporting.sweep import write_sweep_report
+from fersuite.reporting.wandb_utils import upload_sweep_report
+from fersuite.utils.io import atomic_write
 
 log = logging.getLogger("fersuite.report")
 
@@ -23,7 +30,6 @@ __all__ = ["SweepReportCallback"]
 
 def _record_failure(hydra_cfg: Any, job_return: Any) -> None:
     """Write the exception of a failed job to ``<job dir>/error.txt`` (one line)."""
-    from hydra.core.utils import JobStatus
 
     if job_return is None or getattr(job_return, "status", None) != JobStatus.FAILED:
         return
@@ -34,13 +40,15 @@ def _record_failure(hydra_cfg: Any, job_return: Any) -> None:
         text = str(exc).strip().splitlines()
         line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
     try:
-        from fersuite.reporting.sweep import ERROR_FILE
-        from fersuite.utils.io import atomic_write
-
         out = Path(str(hydra_cfg.runtime.output_dir)) / ERROR_FILE
         atomic_write(out, lambda fh: fh.write(line[:500] + "\n"))
     except Exception as exc:  # noqa: BLE001
         log.warning("could not record the failure of a job: %s", exc)
+
+
+#: Sweep dirs of the multiruns started in this process, in order (read by
+#: :func:`fersuite.apps.run_app` to count the failed jobs).
+SWEEPS_STARTED: list[str] = []
 
 
 class SweepReportCallback(Callback):
@@ -64,7 +72,6 @@ class SweepReportCallback(Callback):
         )
 
     def _write(self, sweep_dir: str) -> Any:
-        from fersuite.reporting.sweep import write_sweep_report
 
         try:
             report = write_sweep_report(sweep_dir, metric=self.metric, pairs=self.pairs)
@@ -80,7 +87,6 @@ class SweepReportCallback(Callback):
         return report
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.types import RunMode
 
         hydra_cfg = config.get("hydra")
         if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN:
@@ -90,18 +96,14 @@ class SweepReportCallback(Callback):
             self._write(str(hydra_cfg.sweep.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from fersuite.apps import note_multirun
-
         # The app's exit status counts this sweep's failed jobs (fersuite.apps.run_app).
-        note_multirun(str(config.hydra.sweep.dir))
+        SWEEPS_STARTED.append(str(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = str(config.hydra.sweep.dir)
         report = self._write(sweep_dir)
         wandb_cfg = OmegaConf.select(config, "logger.wandb", default=None)
         if report is not None and isinstance(wandb_cfg, DictConfig):
-            from fersuite.reporting.wandb_utils import upload_sweep_report
-
             # Only plain values are read (project, entity, mode): nothing is instantiated.
             plain = {
                 k: OmegaConf.select(wandb_cfg, k, default=None)

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.table import Table
+
+from fersuite.profiling import format_macs
+from fersuite.utils.console import make_console
+
 __all__ = ["print_report"]
 
 
 def print_report(report: Any, console: Any = None) -> None:
     """A rich table of a :class:`~fersuite.reporting.sweep.SweepReport` on the terminal."""
-    from rich.table import Table
-
-    from fersuite.profiling import format_macs
-    from fersuite.utils.console import make_console
 
     console = console or make_console()
     table = Table(title="fersuite sweep report")
@@ -68,7 +69,6 @@ def print_report(report: Any, console: Any = None) -> None:
 
 def _print_groups(groups: Any, console: Any) -> None:
     """Configs run with several seeds: mean ± 95% half-width (Student t)."""
-    from rich.table import Table
 
     table = Table(title="seeds aggregated (mean ± 95% CI)")
     for col in ("config", "seeds", "acc", "macro-F1", "V CCC", "A CCC"):

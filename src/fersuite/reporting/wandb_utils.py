@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from lightning.pytorch.loggers import WandbLogger
+
+from fersuite.loggers import resolve_wandb_mode, wandb_where
+from fersuite.reporting.tables import per_class_rows
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +30,6 @@ MAX_VA_POINTS = 2000
 
 def wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
     """The Lightning ``WandbLogger`` instances among ``loggers``."""
-    try:
-        from lightning.pytorch.loggers import WandbLogger
-    except ImportError:  # pragma: no cover - lightning always ships it
-        return []
     return [lg for lg in loggers if isinstance(lg, WandbLogger)]
 
 
@@ -71,10 +74,7 @@ def log_evaluation_charts(
     and, with valence/arousal pairs (:class:`~fersuite.reporting.run_report.VAPairs`), a table
     of predicted vs true values with one scatter chart each for valence and arousal
     (``reports/valence_<stage>``, ``reports/arousal_<stage>``)."""
-    import numpy as np
     import wandb
-
-    from fersuite.reporting.tables import per_class_rows
 
     cm = np.asarray(confusion, dtype=np.int64)
     rows, cols = np.nonzero(cm)
@@ -114,11 +114,7 @@ def upload_sweep_report(report: Any, logger_cfg: Mapping[str, Any], sweep_dir: s
     Returns where the report went (:func:`fersuite.loggers.wandb_where`: uploaded, or saved
     offline with the command that uploads it); None when nothing was logged."""
     try:
-        import csv
-
         import wandb
-
-        from fersuite.loggers import resolve_wandb_mode, wandb_where
 
         mode = resolve_wandb_mode(str(logger_cfg.get("mode") or "auto"))
         if mode == "disabled":

@@ -10,6 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
 
 def _final_mode(target: Path) -> int:
     """The permissions the written file should end with: an existing file's own, else what
@@ -101,7 +104,6 @@ def json_default(obj: Any) -> Any:
 
 
 def _make_atomic_checkpoint_io() -> type:
-    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         """Lightning ``CheckpointIO`` that writes a checkpoint atomically on local disks.
@@ -120,7 +122,6 @@ def _make_atomic_checkpoint_io() -> type:
             if storage_options is not None or ("://" in target and not target.startswith("file:")):
                 super().save_checkpoint(checkpoint, path, storage_options)  # remote: fsspec
                 return
-            import torch
 
             with atomic_path(target.removeprefix("file://")) as tmp, open(tmp, "wb") as fh:
                 torch.save(checkpoint, fh)

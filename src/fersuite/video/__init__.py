@@ -2,14 +2,8 @@
 temporal smoothing (:mod:`.smoothing`), batched inference (:mod:`.run`), the trace plot
 (:mod:`.trace`) and the annotated video (:mod:`.annotate`)."""
 
-from fersuite.video.reader import (
-    VIDEO_SUFFIXES,
-    Frame,
-    FrameSampling,
-    VideoReader,
-    VideoReadError,
-    is_video,
-)
+from fersuite.errors import VideoReadError
+from fersuite.video.reader import VIDEO_SUFFIXES, Frame, FrameSampling, VideoReader, is_video
 from fersuite.video.run import VideoResult, VideoSettings, predict_video, video_columns
 from fersuite.video.smoothing import SMOOTHING, SmoothingSettings
 from fersuite.video.tracker import IoUTracker, iou

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
+from matplotlib import colormaps
 
 __all__ = ["Part", "annotate_frame", "annotate_frame_parts", "class_colors"]
 
@@ -26,7 +28,6 @@ _VA_COLORS = {"valence": (80, 200, 80), "arousal": (230, 120, 40)}
 
 def class_colors(names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     """An RGB colour per class (matplotlib's tab10), shared by the video and the trace plot."""
-    from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
     return {
@@ -52,7 +53,6 @@ class Part:
 
 
 def _text_size(text: str, scale: float, thick: int) -> tuple[int, int, int]:
-    import cv2
 
     (w, h), base = cv2.getTextSize(text, _FONT, scale, thick)
     return w, h, base
@@ -108,7 +108,6 @@ def _draw_face(
     color: tuple[int, int, int],
     va: dict[str, float] | None,
 ) -> list[Part]:
-    import cv2
 
     fh, fw = img.shape[:2]
     x, y, w, h = (round(float(v)) for v in box)

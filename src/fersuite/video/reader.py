@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from fersuite.inference import PredictError
+from fersuite.errors import PredictError, VideoReadError
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -36,10 +37,6 @@ __all__ = [
 
 #: File name endings read as videos (lower case).
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-
-
-class VideoReadError(PredictError):
-    """A video or camera that cannot be read (one line naming it)."""
 
 
 def camera_index(source: str) -> int | None:
@@ -100,7 +97,6 @@ class VideoReader:
     """
 
     def __init__(self, source: str | Path, sampling: FrameSampling | None = None) -> None:
-        import cv2
 
         self.source = str(source)
         self.sampling = sampling or FrameSampling()
@@ -152,7 +148,6 @@ class VideoReader:
         self.close()
 
     def __iter__(self) -> Iterator[Frame]:
-        import cv2
 
         s = self.sampling
         start = time.monotonic()

@@ -21,12 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import torch
 
-from fersuite.card import FaceCrop, frame_input, input_transform
+from fersuite.card import FaceCrop
 from fersuite.data.faces import Box, center_crop, detect_faces
-from fersuite.inference import PredictError, Predictor
+from fersuite.data.preprocess import frame_input, input_transform
+from fersuite.errors import PredictError
+from fersuite.inference import Predictor
+from fersuite.video.annotate import annotate_frame
 from fersuite.video.reader import Frame, FrameSampling, VideoReader
 from fersuite.video.smoothing import FaceSmoother, SmoothingSettings
 from fersuite.video.tracker import IoUTracker
@@ -102,7 +106,6 @@ class _Writer:
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
-        import cv2
 
         if self._w is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,8 +185,6 @@ def predict_video(
                 i += 1
             result.rows += frame_rows
             if writer is not None:
-                from fersuite.video.annotate import annotate_frame
-
                 writer.write(annotate_frame(p.frame.rgb, frame_rows, names, smoothed))
         pending.clear()
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fersuite.inference import PredictError
+from fersuite.errors import PredictError
 
 __all__ = [
     "SMOOTHING",

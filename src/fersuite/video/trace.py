@@ -7,6 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
+
+from fersuite.utils.io import atomic_path
+from fersuite.video.annotate import class_colors
+
 __all__ = ["plot_trace"]
 
 
@@ -15,14 +22,8 @@ def plot_trace(
 ) -> Path:
     """Write the PNG (atomically): one panel of valence/arousal lines per face (smoothed
     lines solid, raw dotted, when smoothed) and under it the expression of each frame."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    from fersuite.utils.io import atomic_path
-    from fersuite.video.annotate import class_colors
 
     face_ids = sorted({int(r["face_id"]) for r in rows})
     smoothed = bool(rows) and "expression_smooth" in rows[0]

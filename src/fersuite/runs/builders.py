@@ -8,14 +8,17 @@ from typing import Any
 
 import lightning.pytorch as L
 from hydra.utils import instantiate
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fersuite.callbacks.checkpointing import RunCheckpoint
 from fersuite.card import ModelCard
-from fersuite.checkpoint import load_model_from_checkpoint
-from fersuite.config import ConfigError
-from fersuite.evaluation import ClassRemap, same_classes
+from fersuite.checkpoint import load_model_from_checkpoint, training_card
+from fersuite.data.record import training_data_record
+from fersuite.errors import ConfigError
+from fersuite.labels import same_classes
+from fersuite.models.heads import ClassRemap
 from fersuite.utils.io import AtomicCheckpointIO
 
 __all__ = [
@@ -55,7 +58,6 @@ def build_plugins(cfg: DictConfig) -> list[Any]:
 
     The atomic writer is added unless the user's plugins bring their own ``CheckpointIO``.
     """
-    from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
     raw = cfg.trainer.get("plugins") or []
     items = list(raw) if isinstance(raw, ListConfig | list) else [raw]
@@ -84,7 +86,7 @@ def build_loggers(
     for name, lg_cfg in (cfg.get("logger") or {}).items():
         if lg_cfg is None:
             continue
-        # Resuming: continue the same W&B run (fersuite.resume keeps its id in the run dir).
+        # Resuming: continue the same W&B run (fersuite.runs.resume keeps its id in the run dir).
         extra: dict[str, Any] = (
             {"id": wandb_id, "resume": "allow"} if wandb_id and "wandb" in name else {}
         )
@@ -115,8 +117,6 @@ def checkpoint_metadata(
     ``has_va``: the model's valence/arousal heads were trained (the module's ``has_va``: data
     with VA and a loss that trains it); defaults to the dataset's. The face crop is the
     datamodule's ``face_crop``."""
-    from fersuite.card import training_card
-    from fersuite.data.record import training_data_record
 
     card = training_card(
         OmegaConf.to_container(cfg.model, resolve=True),

@@ -51,9 +51,11 @@ import yaml
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fersuite.config import ConfigError, current_overrides, override_key
-from fersuite.errors import UntrustedFileError, UserError
+from fersuite.checkpoint import read_checkpoint
+from fersuite.config import current_overrides, override_key
+from fersuite.errors import ConfigError, UntrustedFileError, UserError
 from fersuite.utils.io import atomic_write
+from fersuite.utils.run_info import scalar_metrics
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +387,6 @@ def prepare_resume(cfg: DictConfig) -> Resumed | None:
     target = resolve_resume(cfg)
     if target is None:
         return None
-    from fersuite.checkpoint import read_checkpoint
 
     # weights_only=True: a crafted pickle is refused here, before Lightning sees the file,
     # and a truncated file is reported by name.
@@ -501,7 +502,6 @@ class FitMetrics(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        from fersuite.utils.run_info import scalar_metrics
 
         # plain floats (read back by weights_only loading, bit for bit); a resumed fit's
         # checkpoint keeps the figures it was resumed with that it has not logged again

@@ -1,17 +1,25 @@
 """The video half of ``fersuite-predict``: its keys, inputs that are videos or cameras, the
-progress bar, the per-video trace plots and annotated videos, and the printed summary."""
+progress bar, the per-video trace plots and annotated videos, and the printed summary (the
+work itself is :mod:`fersuite.video`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
 from fersuite.cli._args import Key
-from fersuite.inference import IMAGE_SUFFIXES, PredictError, Predictor
+from fersuite.errors import PredictError
+from fersuite.inference import IMAGE_SUFFIXES, Predictor, write_predictions
+from fersuite.reporting.tables import write_csv
+from fersuite.utils.console import make_console
 from fersuite.video.reader import VIDEO_SUFFIXES, FrameSampling, VideoReader, is_video
 from fersuite.video.run import VideoResult, VideoSettings, predict_video
 from fersuite.video.smoothing import SmoothingSettings
+from fersuite.video.trace import plot_trace
 
 __all__ = ["VIDEO_KEYS", "find_inputs", "predict_videos", "video_settings", "write_rows"]
 
@@ -89,7 +97,6 @@ def _video_out(cfg: dict[str, Any], source: str, several: bool) -> Path | None:
 
 
 def _progress(console: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     return Progress(
         TextColumn("{task.description}"),
@@ -106,10 +113,6 @@ def predict_videos(
     predictor: Predictor, videos: Sequence[str], settings: VideoSettings, cfg: dict[str, Any]
 ) -> list[VideoResult]:
     """Every video: rows, trace PNG, annotated video; prints one summary line each."""
-    import time
-
-    from fersuite.utils.console import make_console
-    from fersuite.video.trace import plot_trace
 
     console = make_console()
     out = Path(str(cfg["output"])) if cfg["output"] else None
@@ -170,8 +173,6 @@ def predict_videos(
 
 def write_rows(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     """``.csv`` (every column any row has, in order of appearance) or ``.json``, atomically."""
-    from fersuite.inference import write_predictions
-    from fersuite.reporting.tables import write_csv
 
     out = Path(path)
     if out.suffix.lower() != ".csv" or not rows:

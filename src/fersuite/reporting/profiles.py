@@ -30,10 +30,11 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
 from torch import nn
 
-from fersuite.callbacks.efficiency import model_input_shape
-from fersuite.config import ConfigError, settings_keys, validate_config
+from fersuite.config import settings_keys, validate_config
+from fersuite.errors import ConfigError
 from fersuite.profiling import (
     LATENCY_PROTOCOL,
     LatencyProtocol,
@@ -42,8 +43,10 @@ from fersuite.profiling import (
     format_macs,
     measure_speed,
 )
-from fersuite.reporting.sweep import PROFILE_COLUMNS, model_label
+from fersuite.profiling.macs import model_input_shape
+from fersuite.reporting.jobs import PROFILE_COLUMNS, model_label
 from fersuite.reporting.tables import write_csv
+from fersuite.utils.console import make_console
 from fersuite.utils.io import atomic_write_json
 
 log = logging.getLogger("fersuite.profile")
@@ -206,9 +209,6 @@ def write_profile(out_dir: str | os.PathLike[str], records: Sequence[dict[str, A
 
 def print_profile(records: Sequence[dict[str, Any]], console: Any = None) -> None:
     """A rich table of profile records; the operators fvcore did not count are listed below."""
-    from rich.table import Table
-
-    from fersuite.utils.console import make_console
 
     console = console or make_console()
     table = Table(title="fersuite profile")

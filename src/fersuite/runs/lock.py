@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
-from fersuite.errors import UserError
+from fersuite.errors import RunLockedError
 from fersuite.utils.io import pid_alive
 
 __all__ = ["LOCK_NAME", "RunLockCallback", "RunLockedError", "acquire", "release", "release_all"]
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".run.lock"
 #: realpath of a held lock file -> [its open fd, how many holders in this process]
 _HELD: dict[str, list[int]] = {}
-
-
-class RunLockedError(UserError):
-    """Another live run writes into this run dir."""
 
 
 def _holder(fd: int) -> dict[str, Any]:
@@ -167,8 +164,6 @@ def _acquire_or_exit(config: Any, run_dir: str) -> None:
     try:
         acquire(run_dir)
     except RunLockedError as exc:
-        from omegaconf import OmegaConf
-
         prog = OmegaConf.select(config, "hydra.help.app_name", default=None) or "fersuite"
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
