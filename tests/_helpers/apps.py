@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 
 #: Each console script's module (pyproject's [project.scripts]); its ``main`` is the script.
 MODULES = {
@@ -46,7 +47,7 @@ def _status(exc: SystemExit) -> int:
 
 
 @contextlib.contextmanager
-def _process_state() -> Iterator[None]:
+def process_state() -> Iterator[None]:
     """Put back, after the block, the process-wide state an app run may change."""
     import torch
 
@@ -55,6 +56,13 @@ def _process_state() -> Iterator[None]:
     env, cwd, argv = dict(os.environ), os.getcwd(), sys.argv[:]
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # Hydra's job logging (conf/hydra/default.yaml) sets the handlers of Lightning's loggers
+    loggers = {
+        name: (lg.handlers[:], lg.level, lg.propagate, lg.disabled)
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    hydra_cfg = HydraConfig.instance().cfg  # else HydraConfig.get() gives the app's config
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -65,6 +73,7 @@ def _process_state() -> Iterator[None]:
             yield
     finally:
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = hydra_cfg
         release_all()  # as the end of the process would
         for s, handler in signals.items():
             signal.signal(s, handler)
@@ -73,10 +82,16 @@ def _process_state() -> Iterator[None]:
         for h in root.handlers[:]:
             if h not in handlers:
                 root.removeHandler(h)
+                h.close()  # the run's log file
         for h in handlers:
             if h not in root.handlers:
                 root.addHandler(h)
         root.setLevel(level)
+        for name, (lg_handlers, lg_level, propagate, disabled) in loggers.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:] = lg_handlers
+            lg.setLevel(lg_level)
+            lg.propagate, lg.disabled = propagate, disabled
         sys.argv[:] = argv
         os.chdir(cwd)
         os.environ.clear()
@@ -103,7 +118,7 @@ def run_app(
     else:
         main = importlib.import_module(name).main
     out, err = io.StringIO(), io.StringIO()
-    with _process_state():
+    with process_state():
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
@@ -151,21 +166,20 @@ def call_app(
     capsys: pytest.CaptureFixture[str],
 ) -> AppResult:
     """Run the console script ``main`` as ``prog args...`` with its runs under ``root``;
-    returns its exit status and what it printed."""
+    returns its exit status and what it printed. The process-wide state it changes is put
+    back afterwards, as :func:`run_app` does."""
     monkeypatch.setenv("FERSUITE_ROOT", str(root))
     monkeypatch.setenv("FERSUITE_CACHE", str(root / "cache"))
     monkeypatch.chdir(root)
     monkeypatch.setattr(sys, "argv", [prog, *args])
     capsys.readouterr()
-    GlobalHydra.instance().clear()
     status = 0
-    try:
-        result = main()
-        if isinstance(result, int) and not isinstance(result, bool):
-            status = result
-    except SystemExit as exc:
-        status = _status(exc)
-    finally:
-        GlobalHydra.instance().clear()
+    with process_state():  # a training run's signal handlers, torch flags, log handlers
+        try:
+            result = main()
+            if isinstance(result, int) and not isinstance(result, bool):
+                status = result
+        except SystemExit as exc:
+            status = _status(exc)
     captured = capsys.readouterr()
     return AppResult(status, captured.out, captured.err)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
+from tests._helpers.apps import process_state
 from tests.conftest import TINY, compose_train
 
 #: TINY with 2 steps an epoch, only the callbacks that checkpoint, the CSV logger: the run
@@ -43,13 +43,13 @@ def train_run(overrides: list[str], base: Path) -> Path:
     """A finished ``fersuite.training.train`` run of ``overrides`` in ``base/run``."""
     from fersuite.training.run import train
 
-    cfg = compose_train(overrides, base)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    try:
+    # the test that first asks for a run gets back the process state it had (torch flags,
+    # signal handlers, HydraConfig, log handlers), as every later test does
+    with process_state():
+        cfg = compose_train(overrides, base)
+        with open_dict(cfg):
+            del cfg["hydra"]
         train(cfg)
-    finally:
-        GlobalHydra.instance().clear()
     return base / "run"
 
 
