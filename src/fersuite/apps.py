@@ -107,7 +107,9 @@ def _failures(sweeps: list[str]) -> tuple[int, int, str]:
     except Exception as exc:  # noqa: BLE001 - the summary must not hide the real outcome
         log.warning("could not read the sweep dir(s) %s: %s", existing, exc)
         return 0, 0, ""
-    failed = sum(j.status != "ok" for j in jobs)
+    # A trial cut short by a dead sweeper was re-tried by the search that resumed it
+    # (fersuite.search): reported as failed, not a failure of this run.
+    failed = sum(j.status != "ok" and not j.cut_short for j in jobs)
     return failed, len(jobs), str(Path(existing[-1]) / "report.md")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -72,6 +73,10 @@ def validate_config(cfg: DictConfig) -> None:
         and int(trainer.max_epochs) < 1
     ):
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs}; expected >= 1")
+    margins = OmegaConf.select(cfg, MARGIN_KEY, default=None)
+    equivalence_margins(  # a study's report must not fail after its jobs have run
+        OmegaConf.to_container(margins) if isinstance(margins, DictConfig) else margins
+    )
     # Structured checks of every group (keys, simple types, impossible values).
 
     validate_schema(cfg)
@@ -120,3 +125,41 @@ def current_overrides() -> list[str] | None:
 def override_key(override: str) -> str:
     """The key an override sets (``+a.b=1`` -> ``a.b``)."""
     return override.split("=", 1)[0].lstrip("+~")
+
+
+#: The metrics a study's report compares between arms (higher is better for each).
+HEADLINE_METRICS = ("acc", "balanced_acc", "f1_macro", "valence_ccc", "arousal_ccc")
+#: The config key of the declared equivalence margins (:mod:`fersuite.reporting.compare`).
+MARGIN_KEY = "report.equivalence_margin"
+
+
+def _margin(key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r}; expected a finite number >= 0 (or null: no margin)")
+    if value < 0:
+        raise ConfigError(f"{key}={value!r}; expected a finite number >= 0 (or null: no margin)")
+    return float(value)
+
+
+def equivalence_margins(value: Any, key: str = MARGIN_KEY) -> dict[str, float]:
+    """The equivalence margin of each metric from a number (every metric) or a mapping
+    metric -> number (null: no margin). Raises :class:`ConfigError` naming ``key`` (and the
+    metric) for anything else."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        out = {}
+        for metric, v in value.items():
+            if metric not in HEADLINE_METRICS:
+                raise ConfigError(
+                    f"{key}.{metric}: not a compared metric; expected some of "
+                    f"{list(HEADLINE_METRICS)} (e.g. {key}={{acc: 0.02, f1_macro: 0.02}})"
+                )
+            m = _margin(f"{key}.{metric}", v)
+            if m is not None:
+                out[str(metric)] = m
+        return out
+    m = _margin(key, value)
+    return {} if m is None else dict.fromkeys(HEADLINE_METRICS, m)

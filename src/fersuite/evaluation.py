@@ -19,17 +19,24 @@ error naming it.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from fersuite.card import ModelCard
@@ -40,16 +47,24 @@ from fersuite.checkpoint import (
     read_checkpoint,
     trained_model_card,
 )
-from fersuite.config import current_overrides, override_key, require_ckpt_path
+from fersuite.config import CONFIG_DIR, current_overrides, override_key, require_ckpt_path
 from fersuite.data.record import recorded_data_config
 from fersuite.deploy.base import exported_format
-from fersuite.errors import ConfigError
+from fersuite.errors import ConfigError, UserError, one_line
 from fersuite.inference import load_predictor, read_sidecar
 from fersuite.labels import same_classes
 from fersuite.models.heads import ClassRemap
 from fersuite.modules.affect_module import build_affect_module
+from fersuite.reporting.cross_dataset import (
+    METRICS,
+    matrix,
+    save_cross_png,
+    short_labels,
+    write_cross_csv,
+)
 from fersuite.runs.setup import finish_run, make_trainer, prepare_run
 from fersuite.types import AffectOutput
+from fersuite.utils.run_info import write_metrics
 
 __all__ = [
     "EvaluatedModel",
@@ -57,9 +72,11 @@ __all__ = [
     "adopt_checkpoint_data",
     "adopt_checkpoint_model",
     "evaluate",
+    "evaluate_matrix",
     "evaluated_model",
     "net_for_dataset",
     "wants_checkpoint_eval",
+    "wants_matrix",
 ]
 
 log = logging.getLogger("fersuite.eval")
@@ -142,22 +159,18 @@ def evaluated_model(path: str | Path) -> EvaluatedModel:
     return EvaluatedModel(p, card, fmt, quantize, max_batch)
 
 
-def adopt_checkpoint_model(cfg: DictConfig) -> EvaluatedModel:
+def adopt_checkpoint_model(cfg: DictConfig, overrides: list[str] | None = None) -> EvaluatedModel:
     """The one config change of an evaluation, before it starts: ``cfg.model`` becomes the
     model card's (so ``run_info.json`` records what was evaluated), the data is the one the
     checkpoint was trained on unless ``data=`` is given (:func:`adopt_checkpoint_data`), and
     the data's input (``data.image_size``, ``in_chans``, ``mean``, ``std``) is the card's. The
     card comes from the checkpoint, or from the sidecar of an exported model; an exported
     model runs on the CPU, so the trainer is set to it. A ``model=`` / ``model.*`` override
-    is refused: the checkpoint defines the model."""
+    is refused: the checkpoint defines the model. ``overrides``: the command line's (None:
+    the running Hydra job's)."""
     ckpt_path = str(cfg.ckpt_path)
-    overrides = current_overrides() or []
-    given = [o for o in overrides if override_key(o).split(".", 1)[0] == "model"]
-    if given:
-        raise ConfigError(
-            f"{' '.join(given)} given with ckpt_path={ckpt_path}: the checkpoint defines the "
-            "model (its model card); drop the model override"
-        )
+    overrides = (current_overrides() or []) if overrides is None else overrides
+    _refuse_model_overrides(overrides, f"ckpt_path={ckpt_path}")
     model = evaluated_model(ckpt_path)
     meta = model.card
     # Checked before anything uses it: the registry's factory and plain values only.
@@ -177,6 +190,15 @@ def adopt_checkpoint_model(cfg: DictConfig) -> EvaluatedModel:
             if "num_nodes" in cfg.trainer:
                 cfg.trainer.num_nodes = 1
     return model
+
+
+def _refuse_model_overrides(overrides: list[str], what: str) -> None:
+    given = [o for o in overrides if override_key(o).split(".", 1)[0] == "model"]
+    if given:
+        raise ConfigError(
+            f"{' '.join(given)} given with {what}: the checkpoint defines the "
+            "model (its model card); drop the model override"
+        )
 
 
 def adopt_checkpoint_data(cfg: DictConfig, model: EvaluatedModel, overrides: list[str]) -> str:
@@ -298,10 +320,38 @@ def net_for_dataset(net: nn.Module, card: ModelCard, datamodule: Any) -> nn.Modu
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint or exported model ``cfg.ckpt_path`` on ``cfg.data``; return (and
-    write to ``metrics.json``) its metrics, keyed as a training run's ``test/*``."""
+    write to ``metrics.json``) its metrics, keyed as a training run's ``test/*``. With
+    ``ckpt_paths`` or ``datasets`` set: the cross-dataset matrix (:func:`evaluate_matrix`)."""
 
+    if wants_matrix(cfg):
+        return evaluate_matrix(cfg)
     require_ckpt_path(cfg, "fersuite-eval")
     model = adopt_checkpoint_model(cfg)
+    return _test_model(cfg, model)
+
+
+class _CountTested(L.Callback):
+    """The number of test images the run went through (``n`` of a matrix cell)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def on_test_batch_end(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.n += int(batch["expression"].shape[0])
+
+
+def _test_model(
+    cfg: DictConfig, model: EvaluatedModel, counter: _CountTested | None = None
+) -> dict[str, float]:
+    """One evaluation: ``model`` (adopted into ``cfg``) tested on ``cfg.data`` in its run dir."""
     # An exported model is someone else's file: read (or refused, one line) before the run
     # is prepared (its dir's stale files removed, the seed set).
     exported = load_evaluated_net(model) if model.exported else None
@@ -312,7 +362,138 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = build_affect_module(cfg, datamodule, net=net, net_has_va=model.card.has_va)
     extra = {"evaluated": str(model.path), "evaluated_model": model.facts()}
     trainer, callbacks = make_trainer(cfg, out_dir, extra=extra)
+    if counter is not None:
+        trainer.callbacks.append(counter)
     trainer.test(module, datamodule=datamodule, weights_only=True)
     values: dict[str, Any] = dict(trainer.callback_metrics)
     label = "checkpoint" if not model.exported else f"{model.format} model"
     return finish_run(trainer, callbacks, values, out_dir, {label: str(model.path)})
+
+
+def wants_matrix(cfg: DictConfig) -> bool:
+    """``ckpt_paths`` or ``datasets`` given: the cross-dataset matrix of ``fersuite-eval``."""
+    return bool(cfg.get("ckpt_paths")) or bool(cfg.get("datasets"))
+
+
+def _names(cfg: DictConfig, key: str) -> list[str]:
+    value = cfg.get(key)
+    if value is None:
+        return []
+    items = list(value) if OmegaConf.is_list(value) else None
+    if items is None or not all(isinstance(v, str) and v for v in items):
+        raise ConfigError(f"{key}={value}; expected a list, e.g. {key}=[a,b]")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{key}={value}: a name is given twice")
+    return items
+
+
+def shipped_datasets(config_dir: str | Path = CONFIG_DIR) -> list[str]:
+    """The ``data=`` options of the shipped config tree (``conf/data/*.yaml``)."""
+    return sorted(p.stem for p in Path(config_dir, "data").glob("*.yaml") if p.stem[0] != "_")
+
+
+def _compose_test_set(name: str, data_overrides: list[str]) -> DictConfig:
+    """The trusted ``data=<name>`` config with the command line's ``data.*`` overrides, as
+    Hydra composes it (interpolations left for the evaluation's config to resolve)."""
+    overrides = [f"data={name}", *data_overrides]
+    try:
+        if GlobalHydra.instance().is_initialized():
+            composed = compose(config_name="eval", overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                composed = compose(config_name="eval", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, OSError) as exc:
+        raise ConfigError(
+            f"datasets: {name} with {' '.join(overrides[1:])}: {one_line(exc)}"
+        ) from exc
+    return OmegaConf.create(OmegaConf.to_container(composed.data, resolve=False))
+
+
+def _matrix_inputs(cfg: DictConfig, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """The checkpoints and test sets of a matrix, checked (one line naming the key)."""
+    ckpts = _names(cfg, "ckpt_paths")
+    single = None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.get("ckpt_path")
+    if ckpts and single:
+        raise ConfigError(
+            f"ckpt_path={single} and ckpt_paths given: name every checkpoint in ckpt_paths"
+        )
+    if not ckpts:
+        if not single:
+            raise ConfigError(
+                "ckpt_paths is not set: fersuite-eval ckpt_paths=[a.ckpt,b.ckpt] datasets=[...]"
+            )
+        ckpts = [str(single)]
+    datasets = _names(cfg, "datasets")
+    shipped = shipped_datasets()
+    if not datasets:
+        raise ConfigError(
+            "datasets is not set: the matrix tests each checkpoint on each of "
+            f"datasets=[<name>,...] (names: {', '.join(shipped)})"
+        )
+    unknown = [d for d in datasets if d not in shipped]
+    if unknown:
+        raise ConfigError(
+            f"datasets: {', '.join(unknown)} is not a data config (names: {', '.join(shipped)})"
+        )
+    chosen = [o for o in overrides if override_key(o) == "data"]
+    if chosen:
+        raise ConfigError(
+            f"{chosen[0]} given with datasets: name the test sets in datasets=[...] "
+            "(data.* overrides apply to each)"
+        )
+    _refuse_model_overrides(overrides, "ckpt_paths")
+    return ckpts, datasets
+
+
+def evaluate_matrix(cfg: DictConfig) -> dict[str, float]:
+    """The cross-dataset matrix: every checkpoint of ``ckpt_paths`` (or the one ``ckpt_path``)
+    tested on every test set of ``datasets`` (``conf/data`` names; the command line's
+    ``data.*`` overrides apply to each). Each cell is one evaluation as :func:`evaluate` runs it,
+    in ``<run dir>/cells/<row>-<dataset>/`` (its ``metrics.json`` and reports). A cell that
+    cannot be tested (a test-set class the model never learnt, a refused checkpoint) keeps its
+    one-line reason in the ``note`` column and the matrix goes on; when no cell could be tested
+    the run is refused. Writes ``cross_dataset.csv`` and ``cross_dataset.png``
+    (:mod:`fersuite.reporting.cross_dataset`) and returns ``cross/<row>/<dataset>/acc``."""
+
+    overrides = current_overrides() or []
+    ckpts, datasets = _matrix_inputs(cfg, overrides)
+    data_overrides = [o for o in overrides if override_key(o).startswith("data.")]
+    nodes = {name: _compose_test_set(name, data_overrides) for name in datasets}
+    out_dir = Path(cfg.paths.get("output_dir") or os.getcwd())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plain = [o for o in overrides if override_key(o) not in ("ckpt_paths", "datasets")]
+    cells: list[dict[str, Any]] = []
+    for row, ckpt in enumerate(ckpts):
+        for name in datasets:
+            cell = copy.deepcopy(cfg)
+            with open_dict(cell):
+                cell.ckpt_path = ckpt
+                cell.ckpt_paths = None
+                cell.datasets = None
+                cell.data = copy.deepcopy(nodes[name])
+                cell.paths.output_dir = str(out_dir / "cells" / f"{row}-{name}")
+            found: dict[str, Any] = {"checkpoint": ckpt, "dataset": name}
+            try:
+                model = adopt_checkpoint_model(cell, [*plain, f"data={name}"])
+                counter = _CountTested()
+                metrics = _test_model(cell, model, counter)
+            except UserError as exc:
+                found["note"] = f"refused: {one_line(exc)}"
+                print(f"{ckpt} on data={name}: {found['note']}", flush=True)
+            else:
+                found["n"] = counter.n
+                found.update({k: metrics.get(f"test/{k}") for k in METRICS})
+            cells.append(found)
+    write_cross_csv(out_dir / "cross_dataset.csv", cells)
+    rows, cols, values = matrix(cells)
+    save_cross_png(out_dir / "cross_dataset.png", short_labels(rows), cols, values)
+    print(f"cross-dataset matrix: {out_dir / 'cross_dataset.csv'}", flush=True)
+    if all(c.get("note") for c in cells):
+        raise ConfigError(f"no cell of the matrix could be tested; the first: {cells[0]['note']}")
+    figures = {
+        f"cross/{ckpts.index(c['checkpoint'])}/{c['dataset']}/acc": float(c["acc"])
+        for c in cells
+        if c.get("acc") is not None
+    }
+    # the run's own record (a sweep report reads a job with metrics.json as finished)
+    return write_metrics(out_dir / "metrics.json", figures)

@@ -44,6 +44,18 @@ def canonical_name(name: str) -> str:
     return key
 
 
+def canonical_names(names: Sequence[str], key: str) -> tuple[str, ...]:
+    """The canonical names of a configured class list, each once; ``ValueError`` naming ``key``
+    (an unknown class, or one named twice)."""
+    try:
+        out = tuple(canonical_name(str(n)) for n in names)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    if len(set(out)) != len(out):
+        raise ValueError(f"{key}={list(names)} names a class twice")
+    return out
+
+
 def mapping_indices(
     source: list[str] | tuple[str, ...], target: list[str] | tuple[str, ...]
 ) -> list[int | None]:

@@ -6,7 +6,6 @@ import csv
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -182,17 +181,6 @@ def test_face_cropping_with_the_datasets_detector(
     (fallback,) = run([*args, "face_detector_model=yunet.onnx"])
     assert fallback["face_found"] is False and fallback["face"] == "no_face"
     assert "prob_happy" not in fallback and "expression" not in fallback
-
-    monkeypatch.setitem(sys.modules, "fersuite.data.faces", None)  # module absent
-    monkeypatch.delattr(fersuite_data(), "faces", raising=False)
-    assert main(args) == 2
-    assert "needs fersuite.data.faces" in capsys.readouterr().err
-
-
-def fersuite_data() -> types.ModuleType:
-    import fersuite.data
-
-    return fersuite.data
 
 
 @pytest.mark.smoke

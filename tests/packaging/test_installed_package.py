@@ -53,7 +53,11 @@ def _files(root: Path, prefix: str = "") -> set[str]:
 
 def _shipped_files() -> set[str]:
     """What the wheel must hold under ``fersuite/``: the package's code and data, and conf/."""
-    return _files(REPO / "src" / "fersuite", "fersuite/") | _files(REPO / "conf", "fersuite/conf/")
+    return (
+        _files(REPO / "src" / "fersuite", "fersuite/")
+        | _files(REPO / "src" / "hydra_plugins", "hydra_plugins/")
+        | _files(REPO / "conf", "fersuite/conf/")
+    )
 
 
 def test_the_checkout_reads_the_one_top_level_conf(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +157,10 @@ def test_wheel_install_composes_every_app_config_from_another_directory(tmp_path
     with zipfile.ZipFile(wheel) as whl:
         in_wheel = {n for n in whl.namelist() if not n.startswith("fersuite-0.1.0.dist-info/")}
     assert in_wheel == shipped
-    assert _files(site / "fersuite", "fersuite/") == shipped
+    assert (
+        _files(site / "fersuite", "fersuite/") | _files(site / "hydra_plugins", "hydra_plugins/")
+        == shipped
+    )
 
     # From another directory, with only the installed copy importable.
     elsewhere = tmp_path / "elsewhere"

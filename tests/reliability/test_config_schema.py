@@ -62,6 +62,10 @@ def test_shipped_configs_validate(cfg_factory, overrides: list[str]) -> None:  #
         (["trainer_guard.max_skips=-1"], "trainer_guard.max_skips=-1"),
         (["checkpoint.every_n_train_steps=0"], "checkpoint.every_n_train_steps=0"),
         (["callbacks.model_checkpoint._target_=nowhere.Nothing"], "cannot be imported"),
+        # a study's report must not fail after its jobs ran: its margins are checked first
+        (["report.equivalence_margin.acc=-1"], "report.equivalence_margin.acc=-1; expected"),
+        (["+report.equivalence_margin.accuracy=0.02"], "report.equivalence_margin.accuracy"),
+        (["report.equivalence_margin.f1_macro=nan"], "report.equivalence_margin.f1_macro=nan"),
     ],
 )
 def test_bad_configs_fail_in_one_line(cfg_factory, overrides: list[str], expected: str) -> None:  # type: ignore[no-untyped-def]

@@ -76,7 +76,7 @@ def test_paired_difference_uses_shared_seeds(seeded_sweep: Path) -> None:
     assert d.diff.mean == pytest.approx(diffs.mean())
     _, hi = stats.t.interval(0.95, 2, loc=diffs.mean(), scale=stats.sem(diffs))
     assert d.diff.mean + d.diff.ci95 == pytest.approx(hi)
-    assert "significant at 95%" in str(d)  # -0.043 ± 0.014: the interval excludes 0
+    assert "interval excludes 0 (uncorrected)" in str(d)  # -0.043 ± 0.014
     md = write_sweep_report(seeded_sweep).paths["md"].read_text()
     assert "Paired differences against `model=mit_fer`" in md
 

@@ -4,14 +4,18 @@ Usage::
 
     fersuite-report sweeps=logs/train/multiruns/2025-01-01_12-00-00
     fersuite-report sweeps=[SWEEP_A,SWEEP_B] out=reports/combined metric=test/f1_macro strict=true
+    fersuite-report sweeps=SWEEP equivalence_margin=0.01
+    fersuite-report sweeps=SWEEP 'equivalence_margin={acc: 0.02, valence_ccc: 0.05}'
     fersuite-report SWEEP_A SWEEP_B --out reports/combined --metric test/f1_macro --strict
 
 Arguments are Hydra-style ``key=value`` (:data:`KEYS`, :mod:`fersuite.cli._args`); a command
 line without any ``key=value`` (or with a ``--option``) is read in the older argparse form
 above. Writes ``report.csv``, ``report.md`` and ``pareto.png`` (and, for profile sweeps, the
 merged ``profile.json`` / ``profile.csv``) into the first sweep dir or ``out``
-(:func:`fersuite.reporting.sweep.write_sweep_report`). Every multirun also gets this report
-automatically through :class:`fersuite.reporting.hydra_callback.SweepReportCallback`.
+(:func:`fersuite.reporting.sweep.write_sweep_report`), and ``report_comparisons.csv``: each
+pair per headline metric, Holm-corrected, with a verdict (:mod:`fersuite.reporting.compare`).
+Every multirun also gets this report automatically through
+:class:`fersuite.reporting.hydra_callback.SweepReportCallback`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, NoReturn
 
 from fersuite.apps import run_app
 from fersuite.cli._args import Key, help_text, parse_keys, wants_help
+from fersuite.config import equivalence_margins
 from fersuite.errors import UserError
 from fersuite.reporting.sweep import write_sweep_report
 from fersuite.reporting.terminal import print_report
@@ -40,6 +45,11 @@ KEYS = [
         None,
         'groups to compare, e.g. ["arm=a vs arm=b"] (null: every group against the first)',
     ),
+    Key(
+        "equivalence_margin",
+        None,
+        "equivalence ±margin: a number or {acc: 0.02, ...} (null: the sweep's own)",
+    ),
 ]
 HELP = help_text(
     "fersuite-report",
@@ -49,8 +59,10 @@ HELP = help_text(
         "fersuite-report DIR [DIR ...] [--out DIR] [--metric KEY] [--strict]   (older form)",
     ],
     KEYS,
-    "Writes report.csv, report.md and pareto.png (profile sweeps: profile.json/.csv) into out;\n"
-    "failed jobs are listed with their reason, not dropped.",
+    "Writes report.csv, report.md, report_comparisons.csv and pareto.png (profile sweeps:\n"
+    "profile.json/.csv) into out; failed jobs are listed with their reason, not dropped.\n"
+    "Comparisons: b - a per metric over shared seeds, Holm-corrected p, a verdict\n"
+    "(better / worse / equivalent within ±equivalence_margin / inconclusive).",
 )
 
 
@@ -107,6 +119,10 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
                 f"pairs={pairs!r}; expected a list of 'A vs B' (A, B: overrides that pick one "
                 'group), e.g. pairs=["arm=a vs arm=b"]'
             )
+    if cfg["equivalence_margin"] is not None:
+        cfg["equivalence_margin"] = equivalence_margins(
+            cfg["equivalence_margin"], "equivalence_margin"
+        )
     return cfg
 
 
@@ -123,7 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         report = write_sweep_report(
-            args["sweeps"], out_dir=args["out"], metric=args["metric"], pairs=args.get("pairs")
+            args["sweeps"],
+            out_dir=args["out"],
+            metric=args["metric"],
+            pairs=args.get("pairs"),
+            equivalence_margin=args.get("equivalence_margin"),
         )
     except (UserError, FileNotFoundError, ValueError) as exc:
         print(f"fersuite-report: error: {exc}", file=sys.stderr)

@@ -240,13 +240,26 @@ class AffectDataModule(L.LightningDataModule):
         w = w / w[counts > 0].mean()
         return torch.tensor(w, dtype=torch.float32)
 
+    def train_sample_weights(self) -> torch.Tensor | None:
+        """Per-sample weights of the train sampler (None: a permutation of the train split);
+        ``data.sampler=weighted``: the inverse class frequencies."""
+        if self.sampler != "weighted":
+            return None
+        per_class = self.class_weights().numpy()
+        return torch.as_tensor(per_class[self.splits["train"].hard_labels])
+
     def dataset(self, split: str, train: bool | None = None) -> ArrayAffectDataset:
         """``split`` with the training transform (augmented) when ``train`` (default: the
         train split only), else the evaluation transform."""
         train = split == "train" if train is None else train
         if train and self.augment is not None and self.augment.device == "batch":
             return BatchedArrayDataset(self.splits[split], self.augment)
-        tf = build_transforms(
+        return ArrayAffectDataset(self.splits[split], self.transform(train))
+
+    def transform(self, train: bool) -> Any:
+        """uint8 CHW image -> the model's input: the training transform (augmented) when
+        ``train``, else the evaluation transform (resize + normalise)."""
+        return build_transforms(
             self.image_size,
             self.in_chans,
             self.mean,
@@ -254,7 +267,6 @@ class AffectDataModule(L.LightningDataModule):
             train=train,
             augment=self.augment if train else None,
         )
-        return ArrayAffectDataset(self.splits[split], tf)
 
     def _loader(self, split: str) -> DataLoader[dict[str, torch.Tensor]]:
         train = split == "train"
@@ -265,10 +277,7 @@ class AffectDataModule(L.LightningDataModule):
         # or a run resumed from a checkpoint written just before validation would drift.
         generator = torch.Generator().manual_seed(torch.initial_seed())
         if train:  # epoch-seeded and resumable mid-epoch (fersuite.data.samplers)
-            weights = None
-            if self.sampler == "weighted":
-                per_class = self.class_weights().numpy()
-                weights = torch.as_tensor(per_class[self.splits["train"].hard_labels])
+            weights = self.train_sample_weights()
             replicas, rank = self._ddp_replicas()
             seed = _same_on_all_ranks(torch.initial_seed(), replicas)
             sampler = ResumableSampler(

@@ -38,7 +38,7 @@ from fersuite.data.faces import FaceDetector, FaceFinder, make_detector
 from fersuite.data.images import IMAGE_EXTENSIONS
 from fersuite.data.preprocess import decode_face
 from fersuite.errors import DataFormatError
-from fersuite.labels import ALIASES, CANONICAL_CLASSES, canonical_name
+from fersuite.labels import ALIASES, CANONICAL_CLASSES, canonical_name, canonical_names
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +144,9 @@ class FolderDataModule(CachedDataModule):
         if given is None:
             return tuple(c for c in CANONICAL_CLASSES if c in found)
         try:
-            names = tuple(canonical_name(str(n)) for n in given)
+            names = canonical_names(given, "data.class_names")
         except ValueError as exc:
-            raise DataFormatError(f"data.class_names: {exc}") from None
-        if len(set(names)) != len(names):
-            raise DataFormatError(f"data.class_names={list(given)} names a class twice")
+            raise DataFormatError(str(exc)) from None
         extra = [f"{found[n]}" for n in found if n not in names]
         if extra:
             raise DataFormatError(

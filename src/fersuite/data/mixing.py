@@ -85,6 +85,8 @@ class BatchMixing:
                 out[key] = v * lam + v[perm] * (1.0 - lam)
         if "va_mask" in batch:
             out["va_mask"] = batch["va_mask"] & batch["va_mask"][perm]
+        if "class_mask" in batch:  # data=multi: a mixed target may use either sample's classes
+            out["class_mask"] = batch["class_mask"] | batch["class_mask"][perm]
         return out
 
 

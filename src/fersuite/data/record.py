@@ -215,6 +215,14 @@ def recorded_data_config(raw_record: Any, source: str) -> tuple[str, DictConfig,
             f"{source} was trained on data of type {record.target[:120]!r}, which no shipped "
             f"data config builds ({', '.join(sorted(groups.values()))}): name one with data=..."
         )
+    if group == "multi":
+        # Its sources (which datasets, their own keys) are not rebuilt from a record: the
+        # shipped sources could be other data than the model saw.
+        raise ConfigError(
+            f"{source} was trained on data=multi (several datasets), which is not rebuilt from "
+            "the checkpoint's record: name the test set, e.g. data=synthetic, or "
+            "datasets=[...] for a cross-dataset matrix"
+        )
     composed = _compose_data(group)
     node = composed.data
     with open_dict(node):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from fersuite.card import FaceCrop
 from fersuite.data.base import AffectDataModule, ArraySplit
 from fersuite.data.synthetic import render_faces
 from fersuite.errors import ConfigError
-from fersuite.labels import CANONICAL_CLASSES
+from fersuite.labels import CANONICAL_CLASSES, canonical_name
 from fersuite.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,13 @@ RENDER_SIZES = (16, 512)
 
 
 class SyntheticDataModule(AffectDataModule):
-    """8 expression classes (AffectNet order) with valence/arousal, any resolution."""
+    """8 expression classes (AffectNet order) with valence/arousal, any resolution.
+
+    ``classes`` keeps only the faces of those classes (canonical order; the rendered faces and
+    their cache are the same, the other classes' faces are dropped) and ``with_va=false``
+    drops the valence/arousal labels: a dataset that lacks classes or VA, as a source of
+    ``data=multi`` (both unset: the 8 classes with VA, as always).
+    """
 
     class_names = CANONICAL_CLASSES
     has_va = True
@@ -42,9 +49,20 @@ class SyntheticDataModule(AffectDataModule):
         difficulty: float = 1.0,
         noise: float = 0.04,
         cache_dir: str | None = None,
+        classes: Sequence[str] | None = None,
+        with_va: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if classes is not None:
+            if isinstance(classes, str) or not classes:
+                raise ConfigError(f"data.classes={classes!r}; expected a list of class names")
+            try:
+                wanted = {canonical_name(str(c)) for c in classes}
+            except ValueError as exc:
+                raise ConfigError(f"data.classes: {exc}") from exc
+            self.class_names = tuple(c for c in CANONICAL_CLASSES if c in wanted)
+        self.has_va = bool(with_va)
         for key, n in (
             ("train_size", train_size),
             ("val_size", val_size),
@@ -116,4 +134,24 @@ class SyntheticDataModule(AffectDataModule):
         return split_data
 
     def load_splits(self) -> dict[str, ArraySplit]:
-        return {split: self._load_or_render(split) for split in ("train", "val", "test")}
+        return {
+            split: self._select(self._load_or_render(split)) for split in ("train", "val", "test")
+        }
+
+    def _select(self, split: ArraySplit) -> ArraySplit:
+        """The faces of :attr:`class_names` (labels renumbered), with VA when ``with_va``."""
+        if self.class_names == CANONICAL_CLASSES:
+            keep = slice(None)
+            labels = split.expression
+        else:
+            index = [CANONICAL_CLASSES.index(c) for c in self.class_names]
+            keep = np.flatnonzero(np.isin(split.expression, index))
+            lookup = np.full(len(CANONICAL_CLASSES), -1, dtype=np.int64)
+            lookup[index] = np.arange(len(index))
+            labels = lookup[split.expression[keep]]
+        if not self.has_va:
+            return ArraySplit(split.images[keep], labels)
+        if isinstance(keep, slice):
+            return split
+        assert split.valence is not None and split.arousal is not None
+        return ArraySplit(split.images[keep], labels, split.valence[keep], split.arousal[keep])

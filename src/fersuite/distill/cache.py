@@ -30,7 +30,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from fersuite.data.base import ArrayAffectDataset, ArraySplit
-from fersuite.data.transforms import build_transforms
 from fersuite.distill.adapt import adapt_images
 from fersuite.distill.teacher import FrozenTeacher
 from fersuite.errors import ConfigError
@@ -145,14 +144,7 @@ def dataset_fingerprint(datamodule: Any, split: str) -> str:
 
 def eval_dataset(datamodule: Any, split: str) -> ArrayAffectDataset:
     """``split`` with the evaluation transform (resize + normalise, no augmentation)."""
-    tf = build_transforms(
-        datamodule.image_size,
-        datamodule.in_chans,
-        datamodule.mean,
-        datamodule.std,
-        train=False,
-    )
-    return ArrayAffectDataset(datamodule.splits[split], tf)
+    return ArrayAffectDataset(datamodule.splits[split], datamodule.transform(train=False))
 
 
 @torch.no_grad()

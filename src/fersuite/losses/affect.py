@@ -38,11 +38,40 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: VALossName) 
     raise ValueError(f"loss.va_loss={kind!r}; expected one of mse, l1, ccc")
 
 
+def masked_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    class_mask: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy over each sample's allowed classes only (``class_mask`` (N, K) bool):
+    the logits of the other classes are -inf before the softmax, so a class a sample's
+    dataset lacks is never a negative for it. With every class allowed it is
+    ``F.cross_entropy`` (same class ``weight`` and ``label_smoothing``, the smoothing spread
+    over the allowed classes); ``target``: (N,) indices or (N, K) probabilities."""
+    mask = class_mask.to(device=logits.device, dtype=torch.bool)
+    logp = logits.float().masked_fill(~mask, float("-inf")).log_softmax(dim=1)
+    logp = logp.masked_fill(~mask, 0.0)  # no -inf * 0 below
+    w = torch.ones(logits.shape[1], device=logits.device) if weight is None else weight.float()
+    if target.ndim == 2:  # probabilities: smoothing mixes in the uniform over allowed classes
+        t = target.float() * mask
+        if label_smoothing > 0:
+            t = (1 - label_smoothing) * t + label_smoothing * mask / mask.sum(1, keepdim=True)
+        return -(t * w * logp).sum(1).mean().to(logits.dtype)
+    nll = -logp.gather(1, target.long()[:, None]).squeeze(1) * w[target]
+    per = (1 - label_smoothing) * nll
+    if label_smoothing > 0:
+        per = per - label_smoothing * (logp * w).sum(1) / mask.sum(1)
+    return (per.sum() / w[target].sum()).to(logits.dtype)
+
+
 class AffectLoss(nn.Module):
     """Cross-entropy on expressions + weighted valence/arousal regression.
 
     The VA terms are skipped when the batch has no VA labels or ``va_weight`` is 0; samples
-    whose VA is invalid (``va_mask`` False, e.g. AffectNet's -2) are masked out.
+    whose VA is invalid (``va_mask`` False, e.g. AffectNet's -2) are masked out. A batch with
+    ``class_mask`` (``data=multi``) takes :func:`masked_cross_entropy`.
     Returns a dict of terms with the weighted total under ``"loss"``.
     """
 
@@ -101,9 +130,14 @@ class AffectLoss(nn.Module):
                 f"loss.class_weights has {weight.numel()} entries but the model predicts "
                 f"{out.expression.shape[1]} classes"
             )
-        ce = F.cross_entropy(
-            out.expression, target, weight=weight, label_smoothing=self.label_smoothing
-        )
+        if "class_mask" in batch:  # data=multi: classes a sample's source lacks are ignored
+            ce = masked_cross_entropy(
+                out.expression, target, batch["class_mask"], weight, self.label_smoothing
+            )
+        else:
+            ce = F.cross_entropy(
+                out.expression, target, weight=weight, label_smoothing=self.label_smoothing
+            )
         terms = {"loss_ce": ce}
         total = self.expression_weight * ce
         if self.uses_va and "valence" in batch:

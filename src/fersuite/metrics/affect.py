@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torchmetrics import MeanSquaredError, MetricCollection
@@ -10,6 +12,7 @@ from torchmetrics.classification import (
     MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
+    MulticlassRecall,
 )
 from torchmetrics.regression import ConcordanceCorrCoef, PearsonCorrCoef
 from torchmetrics.utilities import dim_zero_cat
@@ -19,6 +22,37 @@ from fersuite.types import AffectOutput
 
 #: Equal-width confidence bins of the expected calibration error and the reliability diagram.
 ECE_BINS = 15
+
+
+class ClassRecall(MulticlassRecall):
+    """Recall of each class, ``tp / (tp + fn)`` (torchmetrics' ``MulticlassRecall``,
+    ``average="none"``), NaN for a class absent from the targets (its recall is undefined)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes, average="none")
+
+    def compute(self) -> torch.Tensor:
+        recall = super().compute().float()
+        tp, _, _, fn = self._final_state()
+        return torch.where(tp + fn > 0, recall, torch.full_like(recall, float("nan")))
+
+
+class BalancedAccuracy(ClassRecall):
+    """Balanced accuracy: the mean recall over the classes present in the targets.
+
+    A class absent from the targets has no recall and is left out of the mean, even when it
+    was predicted (its false positives lower the recall of the true classes instead); this is
+    ``sklearn.metrics.balanced_accuracy_score`` (``adjusted=False``). torchmetrics'
+    ``MulticlassRecall(average="macro")`` differs there: it counts such a class as recall 0.
+    NaN when no target was seen.
+    """
+
+    def compute(self) -> torch.Tensor:
+        recall = super().compute()
+        present = ~recall.isnan()
+        if not bool(present.any()):
+            return recall.new_tensor(float("nan"))
+        return recall[present].mean()
 
 
 def _regression(prefix: str) -> MetricCollection:
@@ -36,25 +70,38 @@ def _regression(prefix: str) -> MetricCollection:
 class AffectMetrics(nn.Module):
     """``update(out, batch)`` / ``compute()`` / ``reset()`` over one stage.
 
-    Keys: ``acc``, ``f1_macro``, ``balanced_acc`` and, with VA, ``valence_rmse``,
-    ``valence_ccc``, ``valence_pcc``, ``valence_sagr`` (same for arousal). The confusion
+    Keys: ``acc``, ``f1_macro``, ``balanced_acc`` (:class:`BalancedAccuracy`: classes absent
+    from the targets are left out) and, with VA, ``valence_rmse``,
+    ``valence_ccc``, ``valence_pcc``, ``valence_sagr`` (same for arousal). With
+    ``class_names`` also ``recall_<name>``: the recall of each class present in the targets
+    (:class:`ClassRecall`; an absent class has no key). The confusion
     matrix is returned separately by :meth:`confusion` (it is not a scalar). With
     ``confusion`` (the val/test stages) also ``ece``: the expected calibration error of the
     softmax top-1 confidence over :data:`ECE_BINS` equal-width bins (torchmetrics'
     ``MulticlassCalibrationError``, L1), whose bins :meth:`reliability` returns.
     """
 
-    def __init__(self, num_classes: int, has_va: bool, confusion: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        has_va: bool,
+        confusion: bool = True,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.has_va = has_va
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.class_names = None if class_names is None else tuple(class_names)
         self.classification = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
                 "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-                "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
+                "balanced_acc": BalancedAccuracy(num_classes),
             }
         )
+        self.recall = ClassRecall(num_classes) if class_names is not None else None
         self.confmat = MulticlassConfusionMatrix(num_classes) if confusion else None
         self.calibration = (
             MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
@@ -71,6 +118,8 @@ class AffectMetrics(nn.Module):
             target = target.argmax(dim=1)
         preds = out.expression.detach()
         self.classification.update(preds, target)
+        if self.recall is not None:
+            self.recall.update(preds, target)
         if self.confmat is not None:
             self.confmat.update(preds, target)
         if self.calibration is not None:
@@ -87,6 +136,11 @@ class AffectMetrics(nn.Module):
 
     def compute(self) -> dict[str, torch.Tensor]:
         result = dict(self.classification.compute())
+        if self.recall is not None and self.class_names is not None:
+            recall = self.recall.compute()
+            for name, value in zip(self.class_names, recall, strict=True):
+                if not bool(value.isnan()):
+                    result[f"recall_{name}"] = value
         if self.calibration is not None:
             result["ece"] = self.calibration.compute()
         # Decided statically (not by the local sample count) so every DDP rank takes part
@@ -127,6 +181,8 @@ class AffectMetrics(nn.Module):
 
     def reset(self) -> None:
         self.classification.reset()
+        if self.recall is not None:
+            self.recall.reset()
         if self.confmat is not None:
             self.confmat.reset()
         if self.calibration is not None:

@@ -31,10 +31,16 @@ class AffectModule(L.LightningModule):
     """Trains ``net`` (any model returning :class:`AffectOutput`) with ``loss``.
 
     Logs per stage (``train/``, ``val/``, ``test/``) the loss terms and the metrics of
-    :class:`AffectMetrics`, plus ``<monitor>_best``: the best value so far of ``monitor`` (any
-    logged val metric or loss term), lowest or highest as :func:`monitor_direction` says
-    (``monitor_mode`` overrides). The confusion matrices of the last
+    :class:`AffectMetrics` (the test stage also ``test/recall_<class>``), plus
+    ``<monitor>_best``: the best value so far of ``monitor`` (any logged val metric or loss
+    term), lowest or highest as :func:`monitor_direction` says (``monitor_mode`` overrides).
+    The confusion matrices of the last
     val/test epoch are kept in :attr:`confusion`.
+
+    ``sources`` (``data=multi``: its source names; ``source_has_va`` whether each has VA): the
+    val/test stages also log ``<stage>/<source>/<metric>`` over the samples whose batch key
+    ``source`` is that source's position, each scored among its own classes (the batch's
+    ``class_mask``), beside the pooled metrics.
     """
 
     def __init__(
@@ -50,6 +56,8 @@ class AffectModule(L.LightningModule):
         monitor_mode: str | None = None,
         tta: str = "none",
         mixing: BatchMixing | None = None,
+        sources: Sequence[str] = (),
+        source_has_va: Sequence[bool] = (),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -78,9 +86,26 @@ class AffectModule(L.LightningModule):
             {
                 "train_": AffectMetrics(num_classes, has_va, confusion=False),
                 "val_": AffectMetrics(num_classes, has_va),
-                "test_": AffectMetrics(num_classes, has_va),
+                # test/recall_<class> for each class (named class_<i> without names)
+                "test_": AffectMetrics(
+                    num_classes,
+                    has_va,
+                    class_names=self.class_names or [f"class_{i}" for i in range(num_classes)],
+                ),
             }
         )
+        self.sources = tuple(sources)
+        va = tuple(source_has_va) or (True,) * len(self.sources)
+        if len(va) != len(self.sources):
+            raise ValueError(f"source_has_va has {len(va)} entries for {len(self.sources)} sources")
+        if self.sources:  # no such attribute otherwise: single-dataset modules are unchanged
+            self.source_metrics = nn.ModuleDict(
+                {
+                    f"{stage}_{i}": AffectMetrics(num_classes, has_va and va[i], confusion=False)
+                    for stage in ("val", "test")
+                    for i in range(len(self.sources))
+                }
+            )
         self.monitor_mode = monitor_direction(monitor, monitor_mode)
         self.best = MinMetric() if self.monitor_mode == "min" else MaxMetric()
         self.best.persistent(True)  # checkpointed, so a resumed run keeps its best so far
@@ -117,6 +142,8 @@ class AffectModule(L.LightningModule):
         terms = self.loss(out, b)
         self.last_loss_terms = terms  # read by fersuite.callbacks.nonfinite_guard
         self.metrics[f"{stage}_"].update(out, b)
+        if self.sources and stage != "train" and "source" in batch:
+            self._update_sources(stage, out, b)
         bs = batch["image"].shape[0]
         on_step = stage == "train"
         for name, value in terms.items():
@@ -130,6 +157,26 @@ class AffectModule(L.LightningModule):
                 sync_dist=not on_step,
             )
         return terms["loss"]
+
+    def _update_sources(
+        self, stage: str, out: AffectOutput, batch: dict[str, torch.Tensor]
+    ) -> None:
+        """Per-source metrics: each source's samples, scored among the classes it has."""
+        logits = out.expression.detach()
+        mask = batch.get("class_mask")
+        if mask is not None:
+            logits = logits.masked_fill(~mask.bool(), torch.finfo(logits.dtype).min)
+        for i in range(len(self.sources)):
+            sel = batch["source"] == i
+            if not bool(sel.any()):
+                continue
+            sub_out = AffectOutput(logits[sel], out.valence[sel], out.arousal[sel])
+            sub = {
+                k: v[sel]
+                for k, v in batch.items()
+                if isinstance(v, torch.Tensor) and v.ndim >= 1 and len(v) == len(sel)
+            }
+            self.source_metrics[f"{stage}_{i}"].update(sub_out, sub)
 
     def mixed(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """The training batch after mixup/cutmix (the batch itself when off)."""
@@ -159,6 +206,13 @@ class AffectModule(L.LightningModule):
             rel = metrics.reliability()
             if rel is not None:
                 self.reliability[stage] = rel.detach().cpu()
+            for i, name in enumerate(self.sources):
+                per_source = self.source_metrics[f"{stage}_{i}"]
+                self.log_dict(
+                    {f"{stage}/{name}/{k}": v for k, v in per_source.compute().items()},
+                    prog_bar=False,
+                )
+                per_source.reset()
         metrics.reset()
         return values
 
@@ -184,6 +238,8 @@ class AffectModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.metrics["val_"].reset()
+        for i in range(len(self.sources)):
+            self.source_metrics[f"val_{i}"].reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.checkpoint_meta is not None:
@@ -227,6 +283,8 @@ def build_affect_module(
         monitor_mode=cfg.get("monitor_mode"),
         tta=str(cfg.get("tta") or "none"),
         mixing=mixing_from_config(cfg, datamodule.num_classes),
+        sources=tuple(getattr(datamodule, "source_names", ())),
+        source_has_va=tuple(getattr(datamodule, "source_has_va", ())),
     )
 
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from fersuite.checkpoint import read_card
 from fersuite.data.mixing import BatchMixing
+from fersuite.data.multi import MultiDataModule
 from fersuite.distill.adapt import adapt_images, same_input, spec_from
 from fersuite.distill.cache import TeacherOutputCache, TeacherOutputs
 from fersuite.distill.labels import ClassMap
@@ -399,8 +400,11 @@ def build_distill_module(cfg: DictConfig, datamodule: Any) -> DistillationModule
     DistillSettings`, checked with every other ``_target_`` node before the run)."""
     dcfg = cfg.get("distill")
     if dcfg is None:
+        raise ConfigError("task=distill needs the distill.* settings (conf/task/distill.yaml)")
+    if isinstance(datamodule, MultiDataModule):
         raise ConfigError(
-            "task=distill needs the distill.* settings (fersuite/conf/task/distill.yaml)"
+            "task=distill does not train on data=multi yet (the teacher-output cache and the "
+            "distillation losses are per dataset); distil on one dataset"
         )
     d = OmegaConf.to_container(dcfg, resolve=True)
     assert isinstance(d, dict)

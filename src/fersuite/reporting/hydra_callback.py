@@ -5,6 +5,8 @@ failed job's exception in ``<job dir>/error.txt``, refreshes ``report.{csv,md}``
 ``pareto.png`` after each job (so a sweep aborted by a failing job still has one) and once
 more when the multirun ends (:func:`fersuite.reporting.sweep.write_sweep_report`), then, when
 the sweep logs to W&B (`logger.wandb`), uploads `report.csv` as a W&B table with the Pareto plot.
+The comparisons of ``report_comparisons.csv`` take their equivalence margins from the job
+config's ``report.equivalence_margin`` (``conf/train.yaml``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from fersuite.config import MARGIN_KEY, equivalence_margins
+from fersuite.errors import ConfigError
 from fersuite.reporting.jobs import ERROR_FILE
 from fersuite.reporting.sweep import write_sweep_report
 from fersuite.reporting.wandb_utils import upload_sweep_report
@@ -60,6 +64,12 @@ class SweepReportCallback(Callback):
         pairs: groups to compare, each ``[A, B]`` (overrides picking one group, e.g.
             ``[arm=lightweight_cnn_050, arm=mobilenetv2_100]``); null: every group against the
             first.
+
+    The equivalence margins of the comparisons are the config's ``report.equivalence_margin``
+    (plain numbers per metric, :func:`fersuite.reporting.compare.equivalence_margins`); a bad
+    value is a :class:`fersuite.errors.ConfigError` naming the key, raised when the multirun
+    starts (Hydra shows it as a warning) and logged with every report, which is then written
+    without margins.
     """
 
     def __init__(
@@ -71,10 +81,28 @@ class SweepReportCallback(Callback):
             None if pairs is None else [list(p) if not isinstance(p, str) else p for p in pairs]
         )
 
-    def _write(self, sweep_dir: str) -> Any:
+    @staticmethod
+    def margins(config: DictConfig) -> dict[str, float] | None:
+        """``report.equivalence_margin`` of ``config``, validated (None when it has none)."""
+        value = OmegaConf.select(config, MARGIN_KEY, default=None)
+        if value is None:
+            return None
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        return equivalence_margins(value, MARGIN_KEY)
 
+    def _write(self, sweep_dir: str, config: DictConfig | None = None) -> Any:
+        margins: Any = None
+        if config is not None:
+            try:
+                margins = self.margins(config)
+            except ConfigError as exc:
+                log.error("%s; the sweep report's comparisons have no equivalence margin", exc)
+                margins = {}
         try:
-            report = write_sweep_report(sweep_dir, metric=self.metric, pairs=self.pairs)
+            report = write_sweep_report(
+                sweep_dir, metric=self.metric, pairs=self.pairs, equivalence_margin=margins
+            )
         except Exception as exc:  # noqa: BLE001 - a report must never fail a finished sweep
             log.error(
                 "sweep report for %s failed: %s (retry with `fersuite-report %s`)",
@@ -93,15 +121,16 @@ class SweepReportCallback(Callback):
             return
         _record_failure(hydra_cfg, job_return)
         if self.after_each_job:
-            self._write(str(hydra_cfg.sweep.dir))
+            self._write(str(hydra_cfg.sweep.dir), config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # The app's exit status counts this sweep's failed jobs (fersuite.apps.run_app).
         SWEEPS_STARTED.append(str(config.hydra.sweep.dir))
+        self.margins(config)  # a bad margin: said once, before the first job
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = str(config.hydra.sweep.dir)
-        report = self._write(sweep_dir)
+        report = self._write(sweep_dir, config)
         wandb_cfg = OmegaConf.select(config, "logger.wandb", default=None)
         if report is not None and isinstance(wandb_cfg, DictConfig):
             # Only plain values are read (project, entity, mode): nothing is instantiated.

@@ -25,6 +25,7 @@ from fersuite.utils.progress import track
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CUT_SHORT",
     "ERROR_FILE",
     "PROFILE_COLUMNS",
     "REPORT_COLUMNS",
@@ -38,6 +39,9 @@ __all__ = [
 
 #: One line with the exception of a failed job, written by the sweep report Hydra callback.
 ERROR_FILE = "error.txt"
+#: How ``error.txt`` starts for a trial whose sweeper died under it (:mod:`fersuite.search`):
+#: the resumed search re-tries it, so it is reported but not counted as a failure of the run.
+CUT_SHORT = "SweeperDied"
 
 #: Columns of ``report.csv`` (and, minus ``reason``, of ``report.md``).
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -47,6 +51,7 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "overrides",
     "acc",
     "f1_macro",
+    "balanced_acc",
     "valence_ccc",
     "arousal_ccc",
     "params",
@@ -89,6 +94,7 @@ PROFILE_COLUMNS: tuple[str, ...] = (
 SOURCES: dict[str, tuple[str | None, str | None]] = {
     "acc": ("test/acc", None),
     "f1_macro": ("test/f1_macro", None),
+    "balanced_acc": ("test/balanced_acc", None),
     "valence_ccc": ("test/valence_ccc", None),
     "arousal_ccc": ("test/arousal_ccc", None),
     "params": ("efficiency/params", "params"),
@@ -113,6 +119,8 @@ class JobResult:
     text: dict[str, str] = field(default_factory=dict)
     profile: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
+    #: A trial whose sweeper died under it (its ``error.txt`` starts with :data:`CUT_SHORT`).
+    cut_short: bool = False
     #: Overrides shared by every job of the report (set by :func:`collect_sweep`); rows show
     #: only the others, the ones that tell the jobs apart.
     common: frozenset[str] = frozenset()
@@ -278,6 +286,7 @@ def _read_job(job: Path, name: str) -> JobResult:
     if problems:
         hint = _log_hint(job)
         result.reason = "; ".join(problems) + (f": {hint}" if hint else "")
+        result.cut_short = hint.startswith(CUT_SHORT)
     else:
         result.status = "ok"
     return result

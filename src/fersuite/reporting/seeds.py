@@ -2,8 +2,8 @@
 mean, sample standard deviation and the half-width of the Student-t 95% interval.
 
 ``report_grouped.csv`` has the columns ``group``, ``n``, ``seeds``, then for every report figure
-(accuracy, macro-F1, VA CCC, params, MACs, latency, throughput) ``<figure>_mean``,
-``<figure>_std`` (n - 1 in the denominator) and ``<figure>_ci95``
+(accuracy, macro-F1, balanced accuracy, VA CCC, params, MACs, latency, throughput)
+``<figure>_mean``, ``<figure>_std`` (n - 1 in the denominator) and ``<figure>_ci95``
 (``t(0.975, n - 1) * std / sqrt(n)``; empty when n < 2). A *paired* comparison of two groups
 uses the seeds both ran: the mean of the per-seed differences and its 95% interval, which
 removes the seed-to-seed variation the two configs share.
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: The quality columns a paired comparison reports.
-PAIRED_COLUMNS = ("acc", "f1_macro", "valence_ccc", "arousal_ccc")
+PAIRED_COLUMNS = ("acc", "f1_macro", "balanced_acc", "valence_ccc", "arousal_ccc")
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,11 @@ class PairedDifference:
                 f"(shared: {list(self.seeds)})"
             )
         lo, hi = d.mean - d.ci95, d.mean + d.ci95
-        verdict = "no significant difference" if lo <= 0 <= hi else "significant at 95%"
+        verdict = "interval includes 0" if lo <= 0 <= hi else "interval excludes 0"
         return (
             f"{self.column}: {self.b} - {self.a} = {d.mean:+.4f} "
             f"(95% CI [{lo:+.4f}, {hi:+.4f}], paired over seeds {', '.join(self.seeds)}): "
-            f"{verdict}"
+            f"{verdict} (uncorrected)"
         )
 
 

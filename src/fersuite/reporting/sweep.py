@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fersuite.config import equivalence_margins
 from fersuite.profiling.macs import format_count
+from fersuite.reporting.compare import (
+    Comparisons,
+    compare_groups,
+    comparisons_markdown,
+    recorded_margins,
+    write_comparisons_csv,
+)
+from fersuite.reporting.cross_dataset import gather_cross_dataset
 from fersuite.reporting.curves import Convergence, convergence, group_curves, save_curves_png
 from fersuite.reporting.jobs import (
     PROFILE_COLUMNS,
@@ -35,10 +44,12 @@ from fersuite.reporting.jobs import (
 )
 from fersuite.reporting.plots import ParetoPoint, save_pareto_png
 from fersuite.reporting.seeds import (
+    PAIRED_COLUMNS,
     Group,
     PairedDifference,
     group_jobs,
     paired_differences,
+    seed_of,
     write_grouped_csv,
 )
 from fersuite.reporting.tables import markdown_table, write_csv
@@ -62,6 +73,10 @@ class SweepReport:
     pairs: list[Any] | None = None
     #: Convergence figures of every trained config (:mod:`fersuite.reporting.curves`).
     convergence: list[Convergence] = field(default_factory=list)
+    #: The tested comparisons of ``report_comparisons.csv`` (:mod:`fersuite.reporting.compare`).
+    comparisons: Comparisons = field(default_factory=Comparisons)
+    #: One line per job ``cross_dataset.csv`` that was refused (not gathered).
+    cross_refused: list[str] = field(default_factory=list)
 
     @property
     def paired(self) -> list[PairedDifference]:
@@ -81,6 +96,7 @@ def _fmt_count(unit: str) -> Any:
 _MD_HEADERS = {
     "acc": "accuracy",
     "f1_macro": "macro-F1",
+    "balanced_acc": "balanced acc.",
     "valence_ccc": "valence CCC",
     "arousal_ccc": "arousal CCC",
     "latency_ms_b1": "latency b1 (ms)",
@@ -91,6 +107,7 @@ _MD_HEADERS = {
 _MD_FORMATS: dict[str, Any] = {
     "acc": lambda v: f"{float(v):.4f}",
     "f1_macro": lambda v: f"{float(v):.4f}",
+    "balanced_acc": lambda v: f"{float(v):.4f}",
     "valence_ccc": lambda v: f"{float(v):.4f}",
     "arousal_ccc": lambda v: f"{float(v):.4f}",
     "params": _fmt_count(""),
@@ -191,7 +208,7 @@ def _latency_columns(
     return columns, headers, warning
 
 
-_GROUP_MD = ("acc", "f1_macro", "valence_ccc", "arousal_ccc", "params", "macs", "latency_ms_b1")
+_GROUP_MD = (*PAIRED_COLUMNS, "params", "macs", "latency_ms_b1")
 
 
 def _paired(
@@ -281,7 +298,11 @@ def _grouped_markdown(groups: Sequence[Group], pairs: Sequence[Any] | None = Non
     paired, missing = _paired(groups, pairs)
     if paired or missing:
         what = "of the chosen pairs" if pairs is not None else f"against `{groups[0].name}`"
-        parts.append(f"\n### Paired differences {what}\n\n")
+        parts.append(
+            f"\n### Paired differences {what}\n\n"
+            "Uncorrected 95% intervals, one comparison at a time; the verdicts are those of the "
+            "Comparisons table (Holm-corrected).\n\n"
+        )
         parts += [f"- {d}\n" for d in paired]
         parts += [f"- not compared: {m}\n" for m in missing]
     return "".join(parts)
@@ -296,13 +317,15 @@ def _markdown(
     groups: Sequence[Group] = (),
     pairs: Sequence[Any] | None = None,
     curves: str = "",
+    comparisons: str = "",
 ) -> str:
     ok = [j for j in jobs if j.status == "ok"]
     failed = [j for j in jobs if j.status != "ok"]
     columns = [c for c in REPORT_COLUMNS if c not in ("status", "reason")]
     has_quality = any(j.kind == "train" for j in ok)
     if not has_quality:  # a profile sweep: no accuracy columns
-        columns = [c for c in columns if c not in ("acc", "f1_macro", "valence_ccc", "arousal_ccc")]
+        quality = ("acc", "f1_macro", "balanced_acc", "valence_ccc", "arousal_ccc")
+        columns = [c for c in columns if c not in quality]
     rows = [j.row() for j in ok]
     columns, latency_headers, latency_warning = _latency_columns(rows, columns)
     formats = {**_MD_FORMATS, **{c: _MD_FORMATS["latency_ms_b1"] for c in latency_headers}}
@@ -316,6 +339,7 @@ def _markdown(
     ]
     if groups:
         parts.append(_grouped_markdown(groups, pairs))
+    parts.append(comparisons)
     parts.append(curves)
     if failed:
         parts.append("\n## Failed jobs\n")
@@ -330,12 +354,29 @@ def _markdown(
     return "".join(parts)
 
 
+#: Overrides that do not tell a matrix's group apart (the seeds' checkpoints differ).
+_PER_SEED = ("seed", "ckpt_path", "ckpt_paths")
+
+
+def _cross_dataset(jobs: Sequence[JobResult], out: Path) -> tuple[dict[str, Path], list[str]]:
+    """The jobs' ``cross_dataset.csv`` gathered (:mod:`fersuite.reporting.cross_dataset`)."""
+    found = []
+    for j in jobs:
+        keep = [o for o in j.varying_overrides if o.lstrip("+~").partition("=")[0] not in _PER_SEED]
+        found.append((j.job, " ".join(keep), seed_of(j.overrides), j.path))
+    paths, refused = gather_cross_dataset(found, out)
+    for line in refused:
+        log.warning("not gathered: %s", line)
+    return paths, refused
+
+
 def write_sweep_report(
     sweep_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     metric: str = "test/acc",
     pairs: Sequence[Any] | None = None,
     curve_window: int = 3,
+    equivalence_margin: Any = None,
 ) -> SweepReport:
     """Gather a multirun (or several) and write the report files into ``out_dir``.
 
@@ -344,19 +385,34 @@ def write_sweep_report(
     overrides without ``seed``: :mod:`fersuite.reporting.seeds`; with several seeds per config
     the Pareto plot shows the groups' means with 95% error bars and ``report.md`` a grouped
     table and paired differences) and, when jobs wrote ``profile.json``, the merged
-    ``profile.json`` / ``profile.csv`` (one record per model). ``out_dir`` defaults to the
-    (first) sweep dir.
+    ``profile.json`` / ``profile.csv`` (one record per model). Jobs' cross-dataset matrices
+    (``cross_dataset.csv`` of ``fersuite-eval ckpt_paths=... datasets=...``) are gathered into
+    ``cross_dataset.csv`` and ``cross_dataset.png`` (mean accuracy over the seeds); a job's file
+    that is refused is named in one line in ``report.md`` (and ``cross_refused``).
+    ``out_dir`` defaults to the (first) sweep dir.
 
     ``pairs``: the groups to compare, each ``[A, B]`` or ``"A vs B"`` with A and B overrides
     that pick one group (:func:`fersuite.reporting.seeds.select_group`); None compares every
     group with the first. Training jobs also get ``learning_curves.png`` (the validation
     counterpart of ``metric`` per epoch, mean over seeds) and a convergence table
     (:mod:`fersuite.reporting.curves`, ``curve_window`` epochs).
+
+    With two or more trained configs, ``report_comparisons.csv`` and the "Comparisons" section
+    test each pair per headline metric over the shared seeds, Holm-corrected
+    (:mod:`fersuite.reporting.compare`). ``equivalence_margin``: a number for every metric or
+    a mapping metric -> margin (``{}``: none); None takes ``report.equivalence_margin`` as the
+    sweep's jobs recorded it in ``.hydra/config.yaml`` (none if they did not). A bad value
+    raises :class:`fersuite.errors.ConfigError` naming the key.
     """
     dirs = [sweep_dirs] if isinstance(sweep_dirs, str | os.PathLike) else list(sweep_dirs)
     if not dirs:
         raise ValueError("no sweep dir given")
     jobs = collect_sweep(dirs)
+    margins = (
+        recorded_margins(jobs)
+        if equivalence_margin is None
+        else equivalence_margins(equivalence_margin, "equivalence_margin")
+    )
     out = Path(out_dir) if out_dir is not None else Path(dirs[0])
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -376,6 +432,10 @@ def write_sweep_report(
         pareto, note = _pareto(jobs, metric, out / "pareto.png", names)
     if pareto is not None:
         paths["pareto"] = pareto
+
+    compared = compare_groups(groups, pairs, margins) if len(groups) >= 2 else Comparisons()
+    if len(groups) >= 2:
+        paths["comparisons"] = write_comparisons_csv(out / "report_comparisons.csv", compared)
 
     curve_key = "val/" + metric.split("/", 1)[1] if metric.startswith("test/") else metric
     curves = [group_curves(g, curve_key) for g in groups]  # each job's CSV read once
@@ -397,8 +457,22 @@ def write_sweep_report(
         paths["profile_json"] = out / "profile.json"
         paths["profile_csv"] = out / "profile.csv"
 
+    cross_paths, cross_refused = _cross_dataset(jobs, out)
+    paths.update(cross_paths)
+
     title = "Sweep report: " + ", ".join(str(Path(d)) for d in dirs)
-    text = _markdown(title, jobs, pareto, note, metric, seeded, pairs, curves_md)
+    text = _markdown(
+        title, jobs, pareto, note, metric, seeded, pairs, curves_md, comparisons_markdown(compared)
+    )
+    if cross_paths or cross_refused:
+        text += "\n## Cross-dataset matrices\n\n"
+        if cross_paths:
+            text += (
+                "The jobs' `cross_dataset.csv` lines: `cross_dataset.csv`; mean accuracy over "
+                "seeds: `cross_dataset.png`.\n"
+            )
+        text += "".join(f"\n- not gathered: {line}" for line in cross_refused)
+        text += "\n" if cross_refused else ""
     atomic_write(out / "report.md", lambda fh: fh.write(text))
     paths["md"] = out / "report.md"
     return SweepReport(
@@ -408,4 +482,6 @@ def write_sweep_report(
         groups=seeded,
         pairs=list(pairs) if pairs is not None else None,
         convergence=conv,
+        comparisons=compared,
+        cross_refused=cross_refused,
     )

@@ -77,6 +77,7 @@ IGNORED_CONFIG = (
     "task_name",
     "tags",
     "optimized_metric",
+    "report",
     "logger",
     "checkpoint",
     "data.num_workers",
