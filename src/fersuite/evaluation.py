@@ -15,6 +15,11 @@ on FER2013), :class:`ClassRemap` reorders the logits into the dataset's class or
 central label vocabulary (:mod:`fersuite.labels`); classes the dataset lacks are dropped, which
 renormalises the softmax over the remaining ones. A dataset class the model never learnt is an
 error naming it.
+
+The cross-dataset matrix (``ckpt_paths``/``datasets``, :func:`evaluate_matrix`) tests each file
+on each test set, one evaluation per cell (:func:`evaluate_on_datasets`). A training run with
+``datasets=[...]`` runs the same cells for the checkpoint its test loaded
+(:func:`training_test_sets` before it trains, :func:`cross_evaluate_run` after its test).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,7 @@ from fersuite.models.heads import ClassRemap
 from fersuite.modules.affect_module import build_affect_module
 from fersuite.reporting.cross_dataset import (
     METRICS,
+    CrossCell,
     matrix,
     save_cross_png,
     short_labels,
@@ -71,12 +77,17 @@ __all__ = [
     "ExportedNet",
     "adopt_checkpoint_data",
     "adopt_checkpoint_model",
+    "check_datasets",
+    "cross_evaluate_run",
     "evaluate",
     "evaluate_matrix",
+    "evaluate_on_datasets",
     "evaluated_model",
     "net_for_dataset",
+    "training_test_sets",
     "wants_checkpoint_eval",
     "wants_matrix",
+    "write_matrix",
 ]
 
 log = logging.getLogger("fersuite.eval")
@@ -349,9 +360,13 @@ class _CountTested(L.Callback):
 
 
 def _test_model(
-    cfg: DictConfig, model: EvaluatedModel, counter: _CountTested | None = None
+    cfg: DictConfig,
+    model: EvaluatedModel,
+    counter: _CountTested | None = None,
+    wandb_summary: bool = True,
 ) -> dict[str, float]:
-    """One evaluation: ``model`` (adopted into ``cfg``) tested on ``cfg.data`` in its run dir."""
+    """One evaluation: ``model`` (adopted into ``cfg``) tested on ``cfg.data`` in its run dir
+    (``wandb_summary``: copy its metrics into the active W&B run's summary)."""
     # An exported model is someone else's file: read (or refused, one line) before the run
     # is prepared (its dir's stale files removed, the seed set).
     exported = load_evaluated_net(model) if model.exported else None
@@ -367,7 +382,9 @@ def _test_model(
     trainer.test(module, datamodule=datamodule, weights_only=True)
     values: dict[str, Any] = dict(trainer.callback_metrics)
     label = "checkpoint" if not model.exported else f"{model.format} model"
-    return finish_run(trainer, callbacks, values, out_dir, {label: str(model.path)})
+    return finish_run(
+        trainer, callbacks, values, out_dir, {label: str(model.path)}, wandb_summary=wandb_summary
+    )
 
 
 def wants_matrix(cfg: DictConfig) -> bool:
@@ -392,21 +409,39 @@ def shipped_datasets(config_dir: str | Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in Path(config_dir, "data").glob("*.yaml") if p.stem[0] != "_")
 
 
-def _compose_test_set(name: str, data_overrides: list[str]) -> DictConfig:
-    """The trusted ``data=<name>`` config with the command line's ``data.*`` overrides, as
-    Hydra composes it (interpolations left for the evaluation's config to resolve)."""
-    overrides = [f"data={name}", *data_overrides]
+def _compose(config_name: str, overrides: list[str], what: str) -> DictConfig:
+    """The shipped config ``config_name`` with ``overrides``, as Hydra composes it; a failure
+    is one line starting with ``what``."""
     try:
         if GlobalHydra.instance().is_initialized():
-            composed = compose(config_name="eval", overrides=overrides)
-        else:
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                composed = compose(config_name="eval", overrides=overrides)
+            return compose(config_name=config_name, overrides=overrides)
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, OSError) as exc:
-        raise ConfigError(
-            f"datasets: {name} with {' '.join(overrides[1:])}: {one_line(exc)}"
-        ) from exc
+        raise ConfigError(f"{what}: {one_line(exc)}") from exc
+
+
+def _compose_test_set(name: str, overrides: list[str], config_name: str = "eval") -> DictConfig:
+    """The trusted ``data=<name>`` config of ``config_name`` composed with ``overrides`` (the
+    matrix: the command line's ``data.*`` ones), as Hydra composes it (interpolations left for
+    the evaluation's config to resolve)."""
+    given = [o for o in overrides if override_key(o) != "data"]
+    what = f"datasets: {name}" + (f" with {' '.join(given)}" if given else "")
+    composed = _compose(config_name, [*given, f"data={name}"], what)
     return OmegaConf.create(OmegaConf.to_container(composed.data, resolve=False))
+
+
+def check_datasets(cfg: DictConfig, key: str = "datasets") -> list[str]:
+    """The test sets ``cfg.<key>`` names, each a shipped ``conf/data`` name (else one line
+    listing the names); [] when it is not set."""
+    datasets = _names(cfg, key)
+    shipped = shipped_datasets()
+    unknown = [d for d in datasets if d not in shipped]
+    if unknown:
+        raise ConfigError(
+            f"{key}: {', '.join(unknown)} is not a data config (names: {', '.join(shipped)})"
+        )
+    return datasets
 
 
 def _matrix_inputs(cfg: DictConfig, overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -423,17 +458,11 @@ def _matrix_inputs(cfg: DictConfig, overrides: list[str]) -> tuple[list[str], li
                 "ckpt_paths is not set: fersuite-eval ckpt_paths=[a.ckpt,b.ckpt] datasets=[...]"
             )
         ckpts = [str(single)]
-    datasets = _names(cfg, "datasets")
-    shipped = shipped_datasets()
+    datasets = check_datasets(cfg)
     if not datasets:
         raise ConfigError(
             "datasets is not set: the matrix tests each checkpoint on each of "
-            f"datasets=[<name>,...] (names: {', '.join(shipped)})"
-        )
-    unknown = [d for d in datasets if d not in shipped]
-    if unknown:
-        raise ConfigError(
-            f"datasets: {', '.join(unknown)} is not a data config (names: {', '.join(shipped)})"
+            f"datasets=[<name>,...] (names: {', '.join(shipped_datasets())})"
         )
     chosen = [o for o in overrides if override_key(o) == "data"]
     if chosen:
@@ -462,32 +491,10 @@ def evaluate_matrix(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.paths.get("output_dir") or os.getcwd())
     out_dir.mkdir(parents=True, exist_ok=True)
     plain = [o for o in overrides if override_key(o) not in ("ckpt_paths", "datasets")]
-    cells: list[dict[str, Any]] = []
+    cells: list[CrossCell] = []
     for row, ckpt in enumerate(ckpts):
-        for name in datasets:
-            cell = copy.deepcopy(cfg)
-            with open_dict(cell):
-                cell.ckpt_path = ckpt
-                cell.ckpt_paths = None
-                cell.datasets = None
-                cell.data = copy.deepcopy(nodes[name])
-                cell.paths.output_dir = str(out_dir / "cells" / f"{row}-{name}")
-            found: dict[str, Any] = {"checkpoint": ckpt, "dataset": name}
-            try:
-                model = adopt_checkpoint_model(cell, [*plain, f"data={name}"])
-                counter = _CountTested()
-                metrics = _test_model(cell, model, counter)
-            except UserError as exc:
-                found["note"] = f"refused: {one_line(exc)}"
-                print(f"{ckpt} on data={name}: {found['note']}", flush=True)
-            else:
-                found["n"] = counter.n
-                found.update({k: metrics.get(f"test/{k}") for k in METRICS})
-            cells.append(found)
-    write_cross_csv(out_dir / "cross_dataset.csv", cells)
-    rows, cols, values = matrix(cells)
-    save_cross_png(out_dir / "cross_dataset.png", short_labels(rows), cols, values)
-    print(f"cross-dataset matrix: {out_dir / 'cross_dataset.csv'}", flush=True)
+        cells += evaluate_on_datasets(cfg, ckpt, nodes, out_dir / "cells", f"{row}-", plain)
+    write_matrix(out_dir, cells)
     if all(c.get("note") for c in cells):
         raise ConfigError(f"no cell of the matrix could be tested; the first: {cells[0]['note']}")
     figures = {
@@ -497,3 +504,112 @@ def evaluate_matrix(cfg: DictConfig) -> dict[str, float]:
     }
     # the run's own record (a sweep report reads a job with metrics.json as finished)
     return write_metrics(out_dir / "metrics.json", figures)
+
+
+def evaluate_on_datasets(
+    cfg: DictConfig,
+    ckpt: str | Path,
+    test_sets: Mapping[str, DictConfig],
+    cells_dir: Path,
+    prefix: str = "",
+    overrides: Sequence[str] = (),
+    wandb_summary: bool = True,
+) -> list[CrossCell]:
+    """One checkpoint (or exported model) on each test set of ``test_sets`` (name -> data
+    node): a row of the matrix. Each cell is one evaluation of a copy of ``cfg`` (an
+    evaluation's config) in ``cells_dir/<prefix><name>/``; returns its line of
+    ``cross_dataset.csv`` (a refused cell: its one-line reason in ``note``). ``overrides``: the
+    command line's, checked as :func:`adopt_checkpoint_model` checks them."""
+    cells: list[CrossCell] = []
+    for name, node in test_sets.items():
+        cell = copy.deepcopy(cfg)
+        with open_dict(cell):
+            cell.ckpt_path = str(ckpt)
+            cell.ckpt_paths = None
+            cell.datasets = None
+            cell.data = copy.deepcopy(node)
+            cell.paths.output_dir = str(cells_dir / f"{prefix}{name}")
+        found: CrossCell = {"checkpoint": str(ckpt), "dataset": name}
+        try:
+            model = adopt_checkpoint_model(cell, [*overrides, f"data={name}"])
+            counter = _CountTested()
+            metrics = _test_model(cell, model, counter, wandb_summary=wandb_summary)
+        except UserError as exc:
+            found["note"] = f"refused: {one_line(exc)}"
+            print(f"{ckpt} on data={name}: {found['note']}", flush=True)
+        else:
+            found["n"] = counter.n
+            found.update({k: metrics.get(f"test/{k}") for k in METRICS})
+        cells.append(found)
+    return cells
+
+
+def write_matrix(out_dir: Path, cells: Sequence[CrossCell]) -> None:
+    """``cross_dataset.csv`` and ``cross_dataset.png`` of ``cells`` in ``out_dir``."""
+    write_cross_csv(out_dir / "cross_dataset.csv", cells)
+    rows, cols, values = matrix(cells)
+    save_cross_png(out_dir / "cross_dataset.png", short_labels(rows), cols, values)
+    print(f"cross-dataset matrix: {out_dir / 'cross_dataset.csv'}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# a training run's own cross-dataset test (``fersuite-train datasets=[...]``)
+# --------------------------------------------------------------------------------------------
+
+
+def training_test_sets(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The test sets of a training run's ``datasets`` (name -> data node), checked before it
+    trains: each is the data node the run would have had with ``data=<name>`` (the train
+    config composed with this job's overrides, ``data=`` replaced), so the run's own data is
+    its test set as tested, and every job of a sweep gets the same test set for a name. A
+    name that is not a data config, or an override the test set cannot take, is one line."""
+    datasets = check_datasets(cfg)
+    overrides = [
+        o for o in current_overrides() or [] if override_key(o) not in ("data", "datasets")
+    ]
+    return {name: _compose_test_set(name, overrides, "train") for name in datasets}
+
+
+def _cross_eval_config(cfg: DictConfig) -> DictConfig:
+    """The evaluation config of a training run's cross-dataset cells: ``conf/eval.yaml`` with
+    the run's seed, tta, paths and trainer (on one device: rank 0 tests alone), the CSV
+    logger only (W&B holds the training run) and the run's progress bar setting."""
+    base = _compose("eval", [], "datasets")
+    with open_dict(base):
+        base.seed = cfg.get("seed")
+        base.tta = str(cfg.get("tta") or "none")
+        base.paths = OmegaConf.create(OmegaConf.to_container(cfg.paths, resolve=True))
+        trainer = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+        trainer.default_root_dir = "${paths.output_dir}"
+        trainer.devices = 1
+        for key, value in (("num_nodes", 1), ("strategy", "auto"), ("sync_batchnorm", False)):
+            if key in trainer:
+                trainer[key] = value
+        base.trainer = trainer
+        if not cfg.get("logger"):
+            base.logger = None
+        if "callbacks" in cfg and "progress_bar" in (cfg.callbacks or {}):
+            base.callbacks.progress_bar = copy.deepcopy(cfg.callbacks.progress_bar)
+    return base
+
+
+def cross_evaluate_run(
+    cfg: DictConfig, ckpt: str | Path, test_sets: Mapping[str, DictConfig], out_dir: Path
+) -> dict[str, float]:
+    """A training run's checkpoint ``ckpt`` (the one its test used) on each of ``test_sets``
+    (:func:`training_test_sets`), each cell in ``out_dir/cells/<dataset>/``; writes
+    ``cross_dataset.csv`` and ``cross_dataset.png`` in ``out_dir`` and returns
+    ``cross/<dataset>/<metric>`` (``acc``, ``balanced_acc``, ``f1_macro`` and the VA CCCs
+    where the test set has valence/arousal). A refused cell has its reason in the CSV, no
+    figures; the run goes on."""
+    base = _cross_eval_config(cfg)
+    cells = evaluate_on_datasets(
+        base, ckpt, test_sets, out_dir / "cells", overrides=(), wandb_summary=False
+    )
+    write_matrix(out_dir, cells)
+    return {
+        f"cross/{c['dataset']}/{k}": float(c[k])
+        for c in cells
+        for k in METRICS
+        if c.get(k) is not None
+    }

@@ -194,6 +194,12 @@ SYNTHETIC_BASE = {"train_size": 8, "val_size": 4, "test_size": 4, "render_size":
         ("seed", 1, True),
         ("difficulty", 0.5, True),
         ("noise", 0.1, True),
+        ("lighting", [0.6, 0.0], True),
+        ("lighting", [0.0, -0.2], True),
+        ("contrast", 0.6, True),
+        ("invert", True, True),
+        ("lighting", [0, 0], False),  # the default, spelt out
+        ("contrast", 1, False),
         ("batch_size", 8, False),
         ("image_size", 24, False),  # resized by the transforms, not in the cache
         ("in_chans", 1, False),

@@ -479,3 +479,123 @@ def test_unreadable_predictions_are_a_note(tmp_path: Path) -> None:
     assert "per-sample accuracy tests of arm=better vs arm=base skipped: " in md
     _, rows = _rows(sweep / "report_comparisons.csv")
     assert ("acc_bootstrap", "arm=base", "arm=same") in rows
+
+
+# --- cross-dataset test sets (fersuite-train datasets=[...]) -------------------------------
+
+#: arm -> per-seed accuracy gain over the base arm on the cross-dataset test set synthetic_b
+CROSS_GAINS = {
+    "base": [0.0] * 5,
+    "better": [-0.081, -0.079, -0.084, -0.080, -0.077],  # better at home, worse elsewhere
+    "same": [0.001, -0.002, 0.000, 0.002, -0.001],
+}
+CROSS_BASE = [0.410, 0.432, 0.405, 0.420, 0.398]
+
+
+def _cross_sweep(root: Path, data: dict[str, str], cross: dict[str, tuple[str, ...]]) -> Path:
+    """Arms of ARMS with their ``data=`` override (absent: the default) and, for the arms in
+    ``cross``, ``cross/<dataset>/{acc,f1_macro}`` figures on those test sets."""
+    sweep = root / "cross_sweep"
+    num = 0
+    for arm, gains in ARMS.items():
+        extra = [f"data={data[arm]}"] if arm in data else []
+        for seed, base, gain in zip(SEEDS, BASE, gains, strict=True):
+            metrics = {"test/acc": base + gain, "test/f1_macro": base + gain - 0.05}
+            for k, ds in enumerate(cross.get(arm, ())):
+                acc = CROSS_BASE[seed] + CROSS_GAINS[arm][seed] + 0.1 * k
+                metrics[f"cross/{ds}/acc"] = acc
+                metrics[f"cross/{ds}/f1_macro"] = acc - 0.03
+            metrics["cross/0/synthetic/acc"] = 0.5  # a fersuite-eval matrix key: not compared
+            job = _job(sweep, num, [f"arm={arm}", *extra, f"seed={seed}"], {"arch": arm}, metrics)
+            _write_predictions(
+                job / "predictions_test.csv",
+                np.arange(4),
+                np.array([0, 1, 2, 0]),
+                np.array([0, 1, 2, seed % 3]),
+            )
+            num += 1
+    return sweep
+
+
+def _seed_values(gains: list[float], base: list[float]) -> list[float]:
+    return [b + g for b, g in zip(base, gains, strict=True)]
+
+
+def test_cross_dataset_rows_join_the_holm_family(tmp_path: Path) -> None:
+    both = ("synthetic", "synthetic_b")
+    # "same" ran only synthetic_b: base vs same has no synthetic/* rows
+    cross = {"base": both, "better": both, "same": ("synthetic_b",)}
+    sweep = _cross_sweep(tmp_path, {}, cross)
+    report = write_sweep_report(sweep, equivalence_margin=MARGINS)
+    path = report.paths["comparisons"]
+    _, rows = _rows(path)
+    vs_better = [m for m, a, b in rows if (a, b) == ("arm=base", "arm=better")]
+    assert set(vs_better) == {
+        "acc", "f1_macro", "synthetic/acc", "synthetic/f1_macro", "synthetic_b/acc",
+        "synthetic_b/f1_macro", "acc_bootstrap", *(f"acc_mcnemar_seed{s}" for s in SEEDS),
+    }  # fmt: skip
+    vs_same = {m for m, a, b in rows if (a, b) == ("arm=base", "arm=same")}
+    assert "synthetic_b/acc" in vs_same and not any(m.startswith("synthetic/") for m in vs_same)
+    assert not any(m.startswith("0/") for m, _, _ in rows)
+    # synthetic_b is the second test set of base and better (+0.1), the first of same
+    row = rows[("synthetic_b/acc", "arm=base", "arm=better")]
+    base_b = [v + 0.1 for v in CROSS_BASE]
+    better_b = _seed_values(CROSS_GAINS["better"], base_b)
+    ref = stats.ttest_rel(better_b, base_b)
+    assert float(row["diff"]) == pytest.approx(np.mean(CROSS_GAINS["better"]), abs=1e-9)
+    assert float(row["p"]) == pytest.approx(ref.pvalue, rel=1e-5)
+    assert row["n_seeds"] == "5" and row["margin"] == "0.02"  # the margin of acc
+    assert row["verdict"] == "worse"
+    assert rows[("acc", "arm=base", "arm=better")]["verdict"] == "better"
+    assert rows[("synthetic_b/f1_macro", "arm=base", "arm=better")]["margin"] == "0.02"
+    # base vs same on synthetic_b: another test set for one arm (+0.1): a clear difference
+    same_b = rows[("synthetic_b/acc", "arm=base", "arm=same")]
+    expected = np.mean(_seed_values(CROSS_GAINS["same"], CROSS_BASE)) - np.mean(base_b)
+    assert float(same_b["diff"]) == pytest.approx(expected, abs=1e-9)
+    # every p of the report, the cross rows included, is one Holm family
+    _holm_consistent(path)
+    md = (sweep / "report.md").read_text()
+    assert f"Holm-corrected over all {report.comparisons.n_tests} tests" in md
+    assert "`<dataset>/<metric>`: the metric on that cross-dataset test set" in md
+    assert "synthetic_b/acc" in md
+
+
+def test_arms_trained_on_different_data_are_compared_on_the_cross_sets_only(
+    tmp_path: Path,
+) -> None:
+    both = ("synthetic", "synthetic_b")
+    # base: the default data; better: data=synthetic_b; same: data=synthetic_b, no cross sets
+    data = {"better": "synthetic_b", "same": "synthetic_b"}
+    sweep = _cross_sweep(tmp_path, data, {"base": both, "better": both})
+    report = write_sweep_report(sweep, equivalence_margin=MARGINS)
+    _, rows = _rows(report.paths["comparisons"])
+    base_b, base_s, same_s = "arm=base", "arm=better data=synthetic_b", "arm=same data=synthetic_b"
+    assert {a for _, a, _ in rows} == {base_b}
+    # no test/* row and no per-sample row: they were tested on different test sets
+    cross_rows = {"synthetic/acc", "synthetic/f1_macro", "synthetic_b/acc", "synthetic_b/f1_macro"}
+    assert {m for m, _, b in rows if b == base_s} == cross_rows
+    assert not any(b == same_s for _, _, b in rows)
+    row = rows[("synthetic/acc", base_b, base_s)]
+    assert float(row["diff"]) == pytest.approx(np.mean(CROSS_GAINS["better"]), abs=1e-9)
+    _holm_consistent(report.paths["comparisons"])
+    notes = report.comparisons.notes
+    assert (
+        f"{base_s} vs {base_b}: trained and tested on different data (data=synthetic_b vs "
+        "data=(default)): test/* not compared; compared on the cross-dataset test sets only "
+        "(synthetic, synthetic_b)"
+    ) in notes
+    (missing,) = [n for n in notes if same_s in n]
+    assert missing.startswith(f"not compared: {same_s} vs {base_b}: trained and tested on")
+    assert "no cross-dataset test set both ran" in missing
+    md = (sweep / "report.md").read_text()
+    assert "compared on the cross-dataset test sets only" in md
+
+
+def test_arms_on_the_same_named_data_keep_their_test_rows(tmp_path: Path) -> None:
+    data = {arm: "synthetic_b" for arm in ARMS}
+    sweep = _cross_sweep(tmp_path, data, {})
+    report = write_sweep_report(sweep, equivalence_margin=MARGINS)
+    _, rows = _rows(report.paths["comparisons"])
+    assert ("acc", "arm=base", "arm=better") in rows  # data=synthetic_b is common to all
+    assert ("acc_bootstrap", "arm=base", "arm=better") in rows
+    assert not any("different data" in n for n in report.comparisons.notes)

@@ -7,6 +7,9 @@ height and angle, eye opening, teeth, brow furrows and nose wrinkles — on top 
 nuisance factors: identity (face shape, eye spacing and size, brow thickness, mouth and
 nose placement, skin, hair and background tones), pose (translation, in-plane rotation,
 scale), lighting (direction and strength of a gradient), blur (edge softness) and noise.
+A *domain style* applies to every face alike (:func:`check_style`): a fixed lighting gradient
+added to each face's random one, a contrast around mid-grey and an optional negative image, so
+that a second dataset can look like another camera.
 
 Each sample has an *intensity* in [0.25, 1] that scales both the geometric deviation from
 the neutral face and the valence/arousal target (the class's circumplex position), so VA
@@ -24,6 +27,7 @@ whatever the chunk size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +41,7 @@ __all__ = [
     "CLASS_VA",
     "EXPRESSION_PARAMS",
     "SyntheticFaces",
+    "check_style",
     "render_faces",
     "save_grid_png",
 ]
@@ -138,6 +143,9 @@ _INTENSITY_RANGE = (0.25, 1.0)
 _STEP_PIXELS = 2**17
 _ZOOM = 1.15  # the face fills most of the crop, as in FER2013 / AffectNet crops
 _VA_NOISE = 0.08
+#: Bounds of the domain-style knobs (see :func:`check_style`).
+_LIGHTING_RANGE = (-1.0, 1.0)
+_CONTRAST_RANGE = (0.2, 2.0)
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,31 @@ def _check_float(name: str, value: object, lo: float, hi: float) -> float:
     return v
 
 
+def check_style(
+    lighting: object = (0.0, 0.0), contrast: object = 1.0, invert: object = False
+) -> tuple[tuple[float, float], float, bool]:
+    """Checked domain-style knobs: ``(lighting, contrast, invert)``.
+
+    ``lighting`` is a pair ``[lx, ly]`` (each in [-1, 1]) added to every face's lighting
+    gradient (the image is multiplied by ``1 + lx * u + ly * v``, with ``u`` and ``v`` in
+    [-1, 1] from left to right and top to bottom); ``contrast`` (in [0.2, 2]) scales the
+    clipped image, noise included, around mid-grey (0.5), as a camera's tone curve would, so
+    it changes the look but not the signal-to-noise ratio; ``invert`` renders the negative
+    image. A bad value raises ValueError naming the knob (one line).
+    """
+    if isinstance(lighting, (str, bytes)) or not isinstance(lighting, Sequence):
+        raise ValueError(f"lighting must be a pair [lx, ly] of numbers, got {lighting!r}")
+    if len(lighting) != 2:
+        raise ValueError(f"lighting must be a pair [lx, ly] of numbers, got {list(lighting)!r}")
+    lo, hi = _LIGHTING_RANGE
+    lx = _check_float("lighting[0]", lighting[0], lo, hi)
+    ly = _check_float("lighting[1]", lighting[1], lo, hi)
+    c = _check_float("contrast", contrast, *_CONTRAST_RANGE)
+    if not isinstance(invert, (bool, np.bool_)):
+        raise ValueError(f"invert must be true or false, got {invert!r}")
+    return (lx, ly), c, bool(invert)
+
+
 # --------------------------------------------------------------------------------------------
 # Per-sample parameters
 # --------------------------------------------------------------------------------------------
@@ -190,9 +223,16 @@ def _balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _sample_params(
-    n: int, rng: np.random.Generator, difficulty: float, noise: float
+    n: int,
+    rng: np.random.Generator,
+    difficulty: float,
+    noise: float,
+    lighting: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Draw labels, VA targets and every per-sample rendering parameter (float32 arrays)."""
+    """Draw labels, VA targets and every per-sample rendering parameter (float32 arrays).
+
+    ``lighting`` is added to every sample's random gradient; it draws nothing from ``rng``.
+    """
     d = difficulty
     labels = _balanced_labels(n, rng)
     intensity = rng.uniform(*_INTENSITY_RANGE, size=n)
@@ -277,8 +317,9 @@ def _sample_params(
     # Lighting gradient (image frame) and pixel noise.
     light_dir = rng.uniform(0.0, 2.0 * np.pi, size=n)
     light = d * 0.3 * rng.uniform(0.0, 1.0, size=n)
-    p["lx"] = light * np.cos(light_dir)
-    p["ly"] = light * np.sin(light_dir)
+    # x + 0.0 == x exactly (up to the sign of a zero), so the default leaves the faces as they were.
+    p["lx"] = light * np.cos(light_dir) + lighting[0]
+    p["ly"] = light * np.sin(light_dir) + lighting[1]
     p["noise"] = noise * d * rng.uniform(0.5, 1.5, size=n)
     # Edge half-width in pixels times the face-frame units per image unit (1 / scale);
     # times 2 / size it is the edge half-width in face units.
@@ -622,6 +663,9 @@ def render_faces(
     *,
     noise: float = 0.04,
     difficulty: float = 1.0,
+    lighting: Sequence[float] = (0.0, 0.0),
+    contrast: float = 1.0,
+    invert: bool = False,
     chunk: int = 1024,
 ) -> SyntheticFaces:
     """Render ``n`` synthetic grayscale faces of ``size`` x ``size`` pixels.
@@ -630,10 +674,13 @@ def render_faces(
     and shuffled. ``noise`` is the standard deviation of the pixel noise (in [0, 1] units) at
     ``difficulty`` 1; ``difficulty`` scales all nuisance variation (pose, lighting, blur,
     noise, identity spread): 0 renders clean canonical faces that differ only by expression.
+    ``lighting``, ``contrast`` and ``invert`` are the domain style, the same for every face
+    (see :func:`check_style`); their defaults change nothing, and they draw no random
+    numbers, so labels and VA targets do not depend on them.
     ``chunk`` bounds how many images are rendered per vectorised step (memory); steps are
     further capped at 2**17 pixels, which keeps temporaries cache-sized (about twice as
-    fast as large steps). The output depends only on ``(n, size, seed, noise, difficulty)``,
-    never on ``chunk``.
+    fast as large steps). The output depends only on ``(n, size, seed, noise, difficulty)``
+    and the style, never on ``chunk``.
     """
     n = _check_int("n", n, 1)
     size = _check_int("size", size, 16, 512)
@@ -641,10 +688,11 @@ def render_faces(
     chunk = _check_int("chunk", chunk, 1)
     noise = _check_float("noise", noise, 0.0, 1.0)
     difficulty = _check_float("difficulty", difficulty, 0.0, 2.0)
+    light, contrast, invert = check_style(lighting, contrast, invert)
 
     param_seq, noise_seq = np.random.SeedSequence(seed).spawn(2)
     labels, valence, arousal, params = _sample_params(
-        n, np.random.default_rng(param_seq), difficulty, noise
+        n, np.random.default_rng(param_seq), difficulty, noise, light
     )
     noise_rng = np.random.default_rng(noise_seq)
 
@@ -659,10 +707,18 @@ def render_faces(
         eps = noise_rng.standard_normal(img.shape, dtype=_F)
         eps *= sub["noise"].reshape(-1, 1, 1)
         img += eps
+        if contrast != 1.0:  # skipped at the default: the same bytes as without the knob
+            # A camera's tone curve: the clipped signal (noise included) around mid-grey.
+            np.clip(img, _F(0.0), _F(1.0), out=img)
+            img -= _F(0.5)
+            img *= _F(contrast)
+            img += _F(0.5)
         img *= _F(255.0)
         np.rint(img, out=img)
         np.clip(img, _F(0.0), _F(255.0), out=img)
         images[start:stop] = img.astype(np.uint8)
+    if invert:
+        np.subtract(np.uint8(255), images, out=images)
 
     return SyntheticFaces(
         images=images,

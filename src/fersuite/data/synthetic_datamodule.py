@@ -13,7 +13,7 @@ import numpy as np
 
 from fersuite.card import FaceCrop
 from fersuite.data.base import AffectDataModule, ArraySplit
-from fersuite.data.synthetic import render_faces
+from fersuite.data.synthetic import check_style, render_faces
 from fersuite.errors import ConfigError
 from fersuite.labels import CANONICAL_CLASSES, canonical_name
 from fersuite.utils.io import atomic_path
@@ -34,6 +34,10 @@ class SyntheticDataModule(AffectDataModule):
     their cache are the same, the other classes' faces are dropped) and ``with_va=false``
     drops the valence/arousal labels: a dataset that lacks classes or VA, as a source of
     ``data=multi`` (both unset: the 8 classes with VA, as always).
+
+    ``lighting``, ``contrast`` and ``invert`` are the domain style of every face (see
+    :func:`fersuite.data.synthetic.check_style`): a second dataset that looks like another
+    camera, e.g. ``data=synthetic_b``. Their defaults render the faces as before.
     """
 
     class_names = CANONICAL_CLASSES
@@ -48,6 +52,9 @@ class SyntheticDataModule(AffectDataModule):
         seed: int = 0,
         difficulty: float = 1.0,
         noise: float = 0.04,
+        lighting: Sequence[float] = (0.0, 0.0),
+        contrast: float = 1.0,
+        invert: bool = False,
         cache_dir: str | None = None,
         classes: Sequence[str] | None = None,
         with_va: bool = True,
@@ -80,6 +87,10 @@ class SyntheticDataModule(AffectDataModule):
         self.seed = seed
         self.difficulty = difficulty
         self.noise = noise
+        try:
+            self.lighting, self.contrast, self.invert = check_style(lighting, contrast, invert)
+        except ValueError as exc:
+            raise ConfigError(f"data.{exc}") from exc
         self.cache_dir = Path(cache_dir) if cache_dir else None
 
     @property
@@ -97,6 +108,11 @@ class SyntheticDataModule(AffectDataModule):
             "difficulty": self.difficulty,
             "noise": self.noise,
         }
+        # The style joins the key only when it differs from the defaults, so the caches (and
+        # the keys derived from them) of unstyled faces stay valid.
+        style = {"lighting": list(self.lighting), "contrast": self.contrast, "invert": self.invert}
+        if style != {"lighting": [0.0, 0.0], "contrast": 1.0, "invert": False}:
+            params["style"] = style
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
     def _split_seed(self, split: str) -> int:
@@ -109,6 +125,9 @@ class SyntheticDataModule(AffectDataModule):
             seed=self._split_seed(split),
             noise=self.noise,
             difficulty=self.difficulty,
+            lighting=self.lighting,
+            contrast=self.contrast,
+            invert=self.invert,
         )
         return ArraySplit(faces.images, faces.expression, faces.valence, faces.arousal)
 

@@ -21,6 +21,15 @@ over the seeds both configs ran (jobs are paired by their ``seed=`` override):
   form a **second Holm family**, so the chance of any false ``equivalent`` is at most ALPHA.
   A metric without a margin (or margin 0) is never ``equivalent``.
 
+Cross-dataset test sets (``fersuite-train datasets=[...]``): besides ``test/<metric>``, a pair
+is compared on every ``cross/<dataset>/<metric>`` key (a headline metric) that jobs of both
+configs have, as above, one row each with the metric column ``<dataset>/<metric>`` (e.g.
+``synthetic_b/acc``) and the margin of ``<metric>``; these rows are in both Holm families. When
+the two configs were trained (and so tested) on different data (their jobs' ``data=``
+overrides differ; no override counts as the default), their ``test/*`` figures come from
+different test sets: those rows and the per-sample rows below are left out, with a note
+saying the pair was compared on the cross-dataset test sets only.
+
 When every shared seed of both configs left a ``predictions_test.csv`` in its job dir (read by
 :func:`fersuite.reporting.run_report.read_predictions`) on one test set (the same indices and
 targets everywhere), accuracy is also compared per test sample:
@@ -265,25 +274,60 @@ class Comparisons:
         return sum(r.p is not None for r in self.rows)
 
 
-def _by_seed(group: Group, metric: str) -> dict[str, float]:
+def _by_seed(group: Group, key: str) -> dict[str, float]:
+    """The ``metrics.json`` value of ``key`` per seed of ``group``."""
     out = {}
     for j in group.jobs:
-        seed, v = seed_of(j.overrides), j.metrics.get(f"test/{metric}")
+        seed, v = seed_of(j.overrides), j.metrics.get(key)
         if seed is not None and v is not None and math.isfinite(v):
             out[seed] = float(v)
     return out
 
 
-def _seed_rows(a: Group, b: Group, margins: Mapping[str, float]) -> list[Comparison]:
+#: A training run's figure on a cross-dataset test set: ``cross/<dataset>/<metric>``.
+CROSS_PREFIX = "cross/"
+
+
+def _cross_keys(group: Group) -> set[tuple[str, str]]:
+    """``(dataset, metric)`` of the ``cross/<dataset>/<metric>`` keys of ``group``'s jobs (a
+    headline metric; the matrix keys of fersuite-eval, ``cross/<row>/<dataset>/acc``, are
+    not these)."""
+    found = set()
+    for j in group.jobs:
+        for key in j.metrics:
+            parts = key.split("/")
+            if len(parts) == 3 and key.startswith(CROSS_PREFIX) and parts[2] in HEADLINE_METRICS:
+                found.add((parts[1], parts[2]))
+    return found
+
+
+def _data_override(overrides: Sequence[str]) -> str:
+    """The ``data=`` override of a job ("" where none was given: the default)."""
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key == "data":
+            return value
+    return ""
+
+
+def _data_of(group: Group) -> str:
+    """The ``data=`` overrides of ``group``'s jobs (one, as the group's jobs differ in seed)."""
+    return ",".join(sorted({_data_override(j.overrides) for j in group.jobs}))
+
+
+def _seed_rows(
+    a: Group, b: Group, margins: Mapping[str, float], metrics: Sequence[tuple[str, str, str]]
+) -> list[Comparison]:
+    """One row per ``(label, metrics.json key, margin name)`` of ``metrics`` both ran."""
     rows = []
-    for metric in HEADLINE_METRICS:
-        va, vb = _by_seed(a, metric), _by_seed(b, metric)
+    for label, key, margin_of in metrics:
+        va, vb = _by_seed(a, key), _by_seed(b, key)
         shared = [s for s in va if s in vb]
         if not shared:
             continue
         diffs = [vb[s] - va[s] for s in shared]
-        margin = margins.get(metric)
-        base = Comparison(metric, a.name, b.name, len(shared), diffs[0], margin=margin)
+        margin = margins.get(margin_of)
+        base = Comparison(label, a.name, b.name, len(shared), diffs[0], margin=margin)
         if len(diffs) < 2:
             rows.append(base)
             continue
@@ -291,6 +335,30 @@ def _seed_rows(a: Group, b: Group, margins: Mapping[str, float]) -> list[Compari
         p_eq = tost(diffs, margin) if margin is not None else None
         rows.append(replace(base, diff=mean, ci_low=lo, ci_high=hi, p=p, p_equivalence=p_eq))
     return rows
+
+
+def _pair_metrics(a: Group, b: Group) -> tuple[list[tuple[str, str, str]], str]:
+    """What a pair is compared on, ``(label, key, margin name)``: ``test/<metric>`` (unless
+    the configs were trained on different data) and the cross-dataset test sets both have;
+    and a note when ``test/*`` was left out ("" otherwise)."""
+    order = {m: i for i, m in enumerate(HEADLINE_METRICS)}
+    shared = sorted(_cross_keys(a) & _cross_keys(b), key=lambda dm: (dm[0], order[dm[1]]))
+    cross = [(f"{d}/{m}", f"{CROSS_PREFIX}{d}/{m}", m) for d, m in shared]
+    data_a, data_b = _data_of(a), _data_of(b)
+    if data_a == data_b:
+        return [(m, f"test/{m}", m) for m in HEADLINE_METRICS] + cross, ""
+    what = (
+        f"{b.name} vs {a.name}: trained and tested on different data "
+        f"(data={data_b or '(default)'} vs data={data_a or '(default)'})"
+    )
+    if cross:
+        datasets = ", ".join(dict.fromkeys(d for d, _ in shared))
+        only = f"compared on the cross-dataset test sets only ({datasets})"
+        return cross, f"{what}: test/* not compared; {only}"
+    return cross, (
+        f"not compared: {what}, and no cross-dataset test set both ran "
+        "(fersuite-train datasets=[...] tests each job on the same test sets)"
+    )
 
 
 def _job_for(group: Group, seed: str) -> Any:
@@ -404,14 +472,19 @@ def compare_groups(
     chosen, result.notes = _chosen(groups, pairs)
     rows: list[Comparison] = []
     for a, b in chosen:
-        seed_rows = _seed_rows(a, b, margins)
-        if not seed_rows and pairs is not None:  # a chosen pair (not every group vs the first)
+        metrics, data_note = _pair_metrics(a, b)
+        if data_note:
+            result.notes.append(data_note)
+        seed_rows = _seed_rows(a, b, margins, metrics)
+        if not seed_rows and pairs is not None and not data_note:  # a chosen pair
             result.notes.append(
                 f"not compared: {b.name} vs {a.name}: no seed both ran has a test metric"
             )
-        sample_rows, why = _sample_rows(a, b, margins, n_boot, boot_seed)
-        if why:
-            result.notes.append(why)
+        sample_rows: list[Comparison] = []
+        if not data_note:  # different data: their predictions are of different test sets
+            sample_rows, why = _sample_rows(a, b, margins, n_boot, boot_seed)
+            if why:
+                result.notes.append(why)
         rows += seed_rows + sample_rows
     tested = [i for i, r in enumerate(rows) if r.p is not None]
     for i, adj in zip(tested, holm([rows[i].p for i in tested]), strict=True):
@@ -458,8 +531,14 @@ def comparisons_markdown(comparisons: Comparisons) -> str:
         f"correction over the {n_eq} equivalence tests, and `inconclusive` means no difference "
         f"was detected, not that the configs are equivalent. Margins: {margins}. "
         "`acc_bootstrap`: paired bootstrap over the test samples; `acc_mcnemar_seed<k>`: "
-        "McNemar's exact test of seed k. All rows: `report_comparisons.csv`.\n\n",
+        "McNemar's exact test of seed k.",
     ]
+    if any("/" in r.metric for r in comparisons.rows):
+        parts.append(
+            " `<dataset>/<metric>`: the metric on that cross-dataset test set "
+            "(`fersuite-train datasets=[...]`), with the margin of `<metric>`."
+        )
+    parts.append(" All rows: `report_comparisons.csv`.\n\n")
     if comparisons.rows:
         formats = {
             "diff": _signed,

@@ -78,6 +78,9 @@ IGNORED_CONFIG = (
     "tags",
     "optimized_metric",
     "report",
+    # the test sets the run is tested on after training (cross/<dataset>/*): evaluation only,
+    # so a resumed run may add, drop or change them
+    "datasets",
     "logger",
     "checkpoint",
     "data.num_workers",

@@ -113,9 +113,12 @@ def finish_run(
     values: dict[str, Any],
     out_dir: Path,
     paths: dict[str, str],
+    wandb_summary: bool = True,
 ) -> dict[str, float]:
     """Merge the callbacks' results into ``values``; on rank 0 write ``metrics.json``, update
-    the W&B summary and print the summary table. Returns the metrics (empty on other ranks)."""
+    the W&B summary (unless ``wandb_summary`` is false: a training run's cross-dataset cells
+    leave its W&B run alone) and print the summary table. Returns the metrics (empty on other
+    ranks)."""
     for cb in callbacks:
         values.update(getattr(cb, "results", {}) or {})
     if not trainer.is_global_zero:
@@ -124,6 +127,7 @@ def finish_run(
     if skipped:
         log.info("MACs do not count these operators (fvcore): %s", ", ".join(map(str, skipped)))
     metrics = write_metrics(out_dir / "metrics.json", values)
-    update_wandb_summary(metrics)  # final test + efficiency figures in the W&B summary
+    if wandb_summary:
+        update_wandb_summary(metrics)  # final test + efficiency figures in the W&B summary
     print_summary(metrics, {**paths, "run dir": str(out_dir)})
     return metrics

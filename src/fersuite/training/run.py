@@ -2,6 +2,11 @@
 checkpoint (or hand ``train=false ckpt_path=...`` to :func:`fersuite.evaluation.evaluate`), and
 finish with ``metrics.json`` and the summary table.
 
+``datasets=[<name>,...]``: the checkpoint the test used is then tested on each of those test
+sets (:func:`fersuite.evaluation.cross_evaluate_run`): ``cross_dataset.csv`` /
+``cross_dataset.png`` in the run dir and ``cross/<dataset>/<metric>`` in ``metrics.json``. The
+names (and the test sets they compose to) are checked before anything is trained.
+
 :func:`train` holds the run dir's lock (:mod:`fersuite.runs.lock`) while it writes there.
 Ctrl-C during fit prints the command that resumes the run and exits with status 130.
 """
@@ -22,7 +27,12 @@ from omegaconf import DictConfig
 
 from fersuite.callbacks.checkpointing import best_checkpoint
 from fersuite.config import current_overrides
-from fersuite.evaluation import evaluate, wants_checkpoint_eval
+from fersuite.evaluation import (
+    cross_evaluate_run,
+    evaluate,
+    training_test_sets,
+    wants_checkpoint_eval,
+)
 from fersuite.runs import lock
 from fersuite.runs.builders import (
     build_module,
@@ -48,14 +58,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
     (:func:`fersuite.evaluation.evaluate`)."""
     if wants_checkpoint_eval(cfg):
         return evaluate(cfg)
+    test_sets = training_test_sets(cfg)  # a bad name: one line, before anything is written
     out_dir, resumed = prepare(cfg, resume=True, take_lock=True)
     try:
-        return _train(cfg, out_dir, resumed)
+        return _train(cfg, out_dir, resumed, test_sets)
     finally:
         lock.release(out_dir)
 
 
-def _train(cfg: DictConfig, out_dir: Path, resumed: Resumed | None) -> dict[str, float]:
+def _train(
+    cfg: DictConfig,
+    out_dir: Path,
+    resumed: Resumed | None,
+    test_sets: dict[str, DictConfig] | None = None,
+) -> dict[str, float]:
     ckpt_path = resumed.ckpt_path if resumed is not None else None
     datamodule = instantiate(cfg.data)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
@@ -84,12 +100,32 @@ def _train(cfg: DictConfig, out_dir: Path, resumed: Resumed | None) -> dict[str,
     values: dict[str, Any] = {**(kept if fitting else {}), **trainer.callback_metrics}
     # Only a checkpoint file inside the callback's own folder (a resumed state is a file).
     best = best_checkpoint(trainer.checkpoint_callback)
+    tested: str | None = None
     if cfg.get("test", True):
         # After fit: the best checkpoint; train=false ckpt_path=last: that one.
         ckpt = (best or None) if fitting else cfg.get("ckpt_path")
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         values.update(trainer.callback_metrics)
+        tested = str(trainer.ckpt_path) if trainer.ckpt_path else None  # the file it loaded
+    if test_sets and trainer.is_global_zero:
+        values.update(_cross_evaluate(cfg, out_dir, tested, test_sets))
     return finish_run(trainer, callbacks, values, out_dir, {"checkpoint": best or "(none)"})
+
+
+def _cross_evaluate(
+    cfg: DictConfig, out_dir: Path, tested: str | None, test_sets: dict[str, DictConfig]
+) -> dict[str, float]:
+    """``datasets``: the checkpoint the test loaded on each test set (``cross/*`` figures);
+    without such a checkpoint, one line saying that nothing was cross-evaluated."""
+    names = ",".join(test_sets)
+    if not cfg.get("test", True):
+        why = "test=false: the run was not tested"
+    elif tested is None or not Path(tested).is_file():
+        why = "the test ran on the weights in memory, not on a checkpoint file"
+    else:
+        return cross_evaluate_run(cfg, tested, test_sets, out_dir)
+    print(f"datasets=[{names}]: nothing was cross-evaluated ({why})", flush=True)
+    return {}
 
 
 #: The exit status of a run stopped with Ctrl-C (128 + SIGINT, as a shell reports it).
