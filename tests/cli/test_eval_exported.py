@@ -16,15 +16,16 @@ from fersuite.evaluation import ExportedNet, evaluated_model
 from fersuite.types import AffectOutput
 from tests.cli.test_eval import SMALL_SYNTHETIC, _app, _compose, _tests
 from tests.data.fixtures import write_fer2013
-from tests.export.helpers import ZOO
+from tests.export.helpers import ZOO, make_checkpoint
 
 
 @pytest.fixture(scope="module")
-def ckpt(fake_checkpoint) -> Path:  # type: ignore[no-untyped-def]
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint in fersuite-train's format whose outputs vary with the input. (One epoch of
     TINY training leaves every output constant to 1e-8, which makes the correlation metrics
     noise: PCC of a constant.)"""
-    return fake_checkpoint(ZOO["lightweight_cnn"])  # type: ignore[no-any-return]
+    path, _ = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", ZOO["lightweight_cnn"])
+    return path
 
 
 @pytest.fixture(scope="module")
