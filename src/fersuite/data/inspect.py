@@ -95,14 +95,20 @@ def va_coverage(split: ArraySplit) -> float | None:
     return float(np.mean(split.va_mask)) if len(split) else 0.0
 
 
-def print_report(stats: dict[str, Any], dm: AffectDataModule, console: Console) -> None:
-    table = Table(title="samples per class and split")
+def _count_table(stats: dict[str, Any], title: str) -> Table:
+    """Samples per class (rows) and split (columns), with the totals."""
+    table = Table(title=title)
     table.add_column("class")
     for split in SPLITS:
         table.add_column(split, justify="right")
     for name in stats["class_names"]:
         table.add_row(name, *(str(stats["splits"][s]["class_counts"][name]) for s in SPLITS))
     table.add_row("[bold]total", *(f"[bold]{stats['splits'][s]['size']}" for s in SPLITS))
+    return table
+
+
+def print_report(stats: dict[str, Any], dm: AffectDataModule, console: Console) -> None:
+    table = _count_table(stats, "samples per class and split")
     cover = [va_coverage(dm.splits[s]) for s in SPLITS]
     if any(c is not None for c in cover):
         table.add_row("valid VA", *("-" if c is None else f"{c:.1%}" for c in cover))
@@ -121,14 +127,7 @@ def print_report(stats: dict[str, Any], dm: AffectDataModule, console: Console) 
 
 def print_pooled(stats: dict[str, Any], console: Console) -> None:
     """The pooled table of ``data=multi`` (its classes, every source's samples)."""
-    table = Table(title="all sources: samples per class and split")
-    table.add_column("class")
-    for split in SPLITS:
-        table.add_column(split, justify="right")
-    for name in stats["class_names"]:
-        table.add_row(name, *(str(stats["splits"][s]["class_counts"][name]) for s in SPLITS))
-    table.add_row("[bold]total", *(f"[bold]{stats['splits'][s]['size']}" for s in SPLITS))
-    console.print(table)
+    console.print(_count_table(stats, "all sources: samples per class and split"))
 
 
 def save_sample_grid(
