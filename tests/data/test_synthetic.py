@@ -16,17 +16,9 @@ from fersuite.data.synthetic import (
     save_grid_png,
 )
 from fersuite.labels import CANONICAL_CLASSES
+from tests.data.helpers import same_faces
 
 IDX = {name: i for i, name in enumerate(CANONICAL_CLASSES)}
-
-
-def _same(a: SyntheticFaces, b: SyntheticFaces) -> bool:
-    return (
-        a.images.tobytes() == b.images.tobytes()
-        and np.array_equal(a.expression, b.expression)
-        and a.valence.tobytes() == b.valence.tobytes()
-        and a.arousal.tobytes() == b.arousal.tobytes()
-    )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def test_tables_cover_canonical_classes() -> None:
 def test_deterministic_for_a_seed() -> None:
     a = render_faces(120, size=40, seed=5)
     b = render_faces(120, size=40, seed=5)
-    assert _same(a, b)
+    assert same_faces(a, b)
 
 
 def test_different_seeds_differ() -> None:
@@ -57,7 +49,7 @@ def test_different_seeds_differ() -> None:
 def test_chunk_size_independent(size: int, chunks: tuple[int, ...]) -> None:
     ref = render_faces(150, size=size, seed=2)
     for chunk in chunks:
-        assert _same(ref, render_faces(150, size=size, seed=2, chunk=chunk)), chunk
+        assert same_faces(ref, render_faces(150, size=size, seed=2, chunk=chunk)), chunk
 
 
 def test_no_hidden_global_state() -> None:
@@ -66,7 +58,7 @@ def test_no_hidden_global_state() -> None:
     a = render_faces(64, seed=9)
     np.random.seed(123)
     render_faces(10, seed=1)
-    assert _same(a, render_faces(64, seed=9))
+    assert same_faces(a, render_faces(64, seed=9))
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 803])

@@ -9,24 +9,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from fersuite.config import validate_config
-from fersuite.data.synthetic import SyntheticFaces, render_faces
+from fersuite.data.synthetic import render_faces
 from fersuite.data.synthetic_datamodule import SyntheticDataModule
 from fersuite.errors import ConfigError
+from tests.data.helpers import instantiation_config_error, same_faces
 
 DEFAULTS: dict[str, Any] = {"lighting": [0.0, 0.0], "contrast": 1.0, "invert": False}
-
-
-def _same(a: SyntheticFaces, b: SyntheticFaces) -> bool:
-    return (
-        a.images.tobytes() == b.images.tobytes()
-        and np.array_equal(a.expression, b.expression)
-        and a.valence.tobytes() == b.valence.tobytes()
-        and a.arousal.tobytes() == b.arousal.tobytes()
-    )
 
 
 @pytest.mark.parametrize(
@@ -38,8 +29,8 @@ def _same(a: SyntheticFaces, b: SyntheticFaces) -> bool:
     ],
 )
 def test_explicit_default_style_changes_nothing(kw: dict[str, Any]) -> None:
-    assert _same(render_faces(**kw), render_faces(**kw, **DEFAULTS))
-    assert _same(render_faces(**kw), render_faces(**kw, lighting=(-0.0, 0), contrast=1))
+    assert same_faces(render_faces(**kw), render_faces(**kw, **DEFAULTS))
+    assert same_faces(render_faces(**kw), render_faces(**kw, lighting=(-0.0, 0), contrast=1))
 
 
 def test_the_style_draws_no_random_numbers() -> None:
@@ -54,9 +45,9 @@ def test_the_style_draws_no_random_numbers() -> None:
 def test_a_styled_render_is_deterministic_and_chunk_independent() -> None:
     kw: dict[str, Any] = {"size": 24, "seed": 2, "lighting": [0.4, 0.2], "contrast": 0.7}
     a = render_faces(30, **kw)
-    assert _same(a, render_faces(30, **kw))
-    assert _same(a, render_faces(30, **kw, chunk=1))
-    assert _same(a, render_faces(30, **kw, chunk=7))
+    assert same_faces(a, render_faces(30, **kw))
+    assert same_faces(a, render_faces(30, **kw, chunk=1))
+    assert same_faces(a, render_faces(30, **kw, chunk=7))
 
 
 @pytest.mark.parametrize("contrast", [0.2, 0.5, 0.8, 1.5, 2.0])
@@ -206,8 +197,5 @@ def test_synthetic_b_is_a_styled_domain(cfg_factory) -> None:  # type: ignore[no
 
 def test_a_bad_knob_in_the_config_names_the_key(cfg_factory) -> None:  # type: ignore[no-untyped-def]
     cfg = cfg_factory(["data=synthetic_b", "data.contrast=5.0"])
-    with pytest.raises(InstantiationException) as err:  # the apps report the cause, one line
-        instantiate(cfg.data)
-    cause = err.value.__cause__
-    assert isinstance(cause, ConfigError)
-    assert str(cause).startswith("data.contrast must be a finite number in [0.2, 2.0], got 5.0")
+    message = instantiation_config_error(cfg.data)  # the apps report it, one line
+    assert message.startswith("data.contrast must be a finite number in [0.2, 2.0], got 5.0")
