@@ -19,16 +19,17 @@ train: $(STAMP)
 	$(BIN)/fersuite-train model=mit_fer $(ARGS)
 
 # Two pytest workers (pytest-xdist), one test file per worker at a time (--dist loadfile: a
-# file's module-scoped fixtures, e.g. a trained checkpoint, are built once). PYTEST_WORKERS=0:
-# one process.
+# file's module-scoped fixtures are built once; the session-scoped ones of tests/_helpers, e.g.
+# a trained run, once per worker). PYTEST_WORKERS=0: one process. The 15 slowest tests are
+# listed at the end.
 PYTEST_WORKERS ?= 2
 XDIST = -n $(PYTEST_WORKERS) --dist loadfile
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q $(XDIST) --durations=15 $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m '' $(XDIST) $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m '' $(XDIST) --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard experiments)

@@ -7,12 +7,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from fersuite.config import CONFIG_DIR
+
+#: Threads per test process: the cores shared out between the pytest-xdist workers (2 workers on
+#: 2 cores: 1 each). Torch's default, one thread per core in every worker, oversubscribes the CPU
+#: and made the suite ~1.6x slower here. Child processes (console scripts) inherit it.
+THREADS = max(
+    1, (os.cpu_count() or 1) // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -67,32 +78,41 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         WANDB_SILENT="true",
         FERSUITE_ROOT=str(tmp_path),
         FERSUITE_CACHE=str(tmp_path / "cache"),
-        OMP_NUM_THREADS="2",
+        OMP_NUM_THREADS=os.environ["OMP_NUM_THREADS"],
     )
     return env
 
 
-#: The files that take minutes (subprocess training runs, DDP, exports), longest first. They
-#: are collected first, so that the two pytest-xdist workers of `make test` (one file at a time,
-#: --dist loadfile) start them early and finish on the short files, instead of one worker
-#: running a long file alone at the end.
-LONG_FILES = (
-    "tests/reliability/test_kill_resume.py",
-    "tests/cli/test_sweeps.py",
-    "tests/export/test_export.py",
-    "tests/data/test_apps.py",
-    "tests/cli/test_train_smoke.py",
-    "tests/distill/test_smoke.py",
-    "tests/cli/test_apps.py",
-    "tests/reliability/test_ddp_resume.py",
-    "tests/deploy/test_quantized_export.py",
-    "tests/deploy/test_executorch.py",
-    "tests/cli/test_eval_exported.py",
-    "tests/cli/test_help.py",
-    "tests/conf/test_studies.py",
-)
+#: Weights of the markers of long tests (pyproject's markers). A file is collected before the
+#: files of lower weight, by the heaviest of its tests, so that the two pytest-xdist workers of
+#: `make test` (one file at a time, --dist loadfile) start the long files early and finish on
+#: the short ones, instead of one worker running a long file alone at the end.
+WEIGHTS = {"long": 3, "ddp": 2, "subprocess": 1, "smoke": 1}
+
+
+def _weight(item: pytest.Item) -> float:
+    """The heaviest marker's weight; ``long(minutes)`` adds the minutes it takes."""
+    weights = [
+        WEIGHTS.get(m.name, 0) + (float(m.args[0]) if m.name == "long" and m.args else 0.0)
+        for m in item.iter_markers()
+    ]
+    return max(weights, default=0.0)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+    weight: dict[str, float] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        weight[path] = max(weight.get(path, 0), _weight(item))
+    items.sort(key=lambda item: -weight[item.nodeid.split("::", 1)[0]])
+
+
+# Session-scoped artifacts (built once per worker), registered here for every test file.
+from tests._helpers.artifacts import (  # noqa: E402
+    exported_checkpoint,
+    fake_checkpoint,
+    resume_run,
+    trained_run,
+)
+
+__all__ = ["exported_checkpoint", "fake_checkpoint", "resume_run", "trained_run"]

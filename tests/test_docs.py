@@ -34,8 +34,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from fersuite.config import CONFIG_DIR
+from tests._helpers.apps import call_app
 from tests.conftest import REPO, TINY
-from tests.security.apps import call_app
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: Hydra apps: their config names.

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fersuite.config import validate_config
 from fersuite.errors import ConfigError
-from tests.conftest import REPO, TINY, run_env
-
-BIN = Path(sys.executable).parent
+from tests._helpers.apps import run_app
+from tests.conftest import TINY, run_env
 
 #: (app, arguments with a misspelt key, text the one line must contain). A misspelt key that
 #: composes (``+data.batch_szie``) is tests/reliability/test_config_schema.py's.
@@ -28,20 +24,11 @@ BAD_KEYS = [
 ]
 
 
-@pytest.mark.smoke
 @pytest.mark.parametrize(("app", "args", "expected"), BAD_KEYS, ids=[b[0] for b in BAD_KEYS])
 def test_a_bad_key_is_one_line_and_exit_status_2(
     tmp_path: Path, app: str, args: list[str], expected: str
 ) -> None:
-    res = subprocess.run(
-        [str(BIN / app), *args],
-        cwd=tmp_path,
-        env=run_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    res = run_app(app, args, cwd=tmp_path, env=run_env(tmp_path))
     err = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2, res.stderr[-3000:]
     assert len(err) == 1, res.stderr[-3000:]
@@ -49,24 +36,13 @@ def test_a_bad_key_is_one_line_and_exit_status_2(
     assert "Traceback" not in res.stderr + res.stdout
 
 
-@pytest.mark.smoke
 def test_a_failed_run_is_exit_status_1_with_its_traceback_logged(tmp_path: Path) -> None:
     # A bug, not bad input: a callback target that raises a plain RuntimeError when built.
-    env = run_env(tmp_path)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    res = subprocess.run(
-        [
-            str(BIN / "fersuite-train"),
-            *TINY,
-            "logger=none",
-            "+callbacks.boom._target_=tests.cli.test_apps.Boom",
-        ],
+    res = run_app(
+        "fersuite-train",
+        [*TINY, "logger=none", "+callbacks.boom._target_=tests.cli.test_apps.Boom"],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        env=run_env(tmp_path),
     )
     assert res.returncode == 1, res.stderr[-3000:]
     out = res.stdout + res.stderr

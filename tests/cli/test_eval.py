@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from fersuite.config import CONFIG_DIR
+from tests._helpers.apps import run_app
 from tests.conftest import TINY
 from tests.data.fixtures import write_fer2013
 
@@ -99,10 +100,14 @@ def test_eval_on_another_dataset_format_matches_the_alias(trained, tmp_path: Pat
     assert _tests(via_eval) == pytest.approx(_tests(via_alias), abs=1e-6)
 
 
-def _app(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _app(*args: str, cwd: Path, subprocess_: bool = False) -> subprocess.CompletedProcess[str]:
+    """``python -m fersuite.cli.eval args...`` in-process, or the console script fersuite-eval
+    in a subprocess (``subprocess_``)."""
+    if not subprocess_:
+        return run_app("fersuite-eval", list(args), cwd=cwd, module_entry=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run(
-        [sys.executable, "-m", "fersuite.cli.eval", *args],
+        [str(Path(sys.executable).parent / "fersuite-eval"), *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -112,6 +117,7 @@ def _app(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_the_eval_app_writes_metrics_and_answers_bad_input(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ckpt, train_metrics = trained
     out = tmp_path / "run"
@@ -121,6 +127,7 @@ def test_the_eval_app_writes_metrics_and_answers_bad_input(trained, tmp_path: Pa
         f"hydra.run.dir={out}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         cwd=tmp_path,
+        subprocess_=True,  # a fresh process: each log line once whatever was imported first
     )
     assert res.returncode == 0, res.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -16,16 +16,15 @@ from fersuite.evaluation import ExportedNet, evaluated_model
 from fersuite.types import AffectOutput
 from tests.cli.test_eval import SMALL_SYNTHETIC, _app, _compose, _tests
 from tests.data.fixtures import write_fer2013
-from tests.export.helpers import ZOO, make_checkpoint
+from tests.export.helpers import ZOO
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ckpt(fake_checkpoint) -> Path:  # type: ignore[no-untyped-def]
     """A checkpoint in fersuite-train's format whose outputs vary with the input. (One epoch of
     TINY training leaves every output constant to 1e-8, which makes the correlation metrics
     noise: PCC of a constant.)"""
-    path, _ = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", ZOO["lightweight_cnn"])
-    return path
+    return fake_checkpoint(ZOO["lightweight_cnn"])  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

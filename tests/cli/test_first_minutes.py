@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.apps import call_app
+from tests._helpers.apps import call_app
 
 CASES = [
     # (module, app, arguments, the answer)

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from fersuite.config import CONFIG_DIR
-from tests.security.apps import call_app
+from tests._helpers.apps import call_app
 
 CONF = Path(CONFIG_DIR)
 

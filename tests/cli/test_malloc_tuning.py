@@ -14,10 +14,14 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"),
-    reason="mallopt tuning is glibc-only (a no-op elsewhere)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux")
+        or not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"),
+        reason="mallopt tuning is glibc-only (a no-op elsewhere)",
+    ),
+    pytest.mark.subprocess,  # a fresh interpreter: malloc's settings are process-wide
+]
 
 PROBE = textwrap.dedent(
     """

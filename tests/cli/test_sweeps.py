@@ -13,14 +13,23 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from fersuite.config import CONFIG_DIR
+from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
+
+pytestmark = pytest.mark.long(3)
 
 EXE = str(Path(sys.executable).parent / "fersuite-train")
 
 
-def _run(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, *args: str, timeout: int = 600, subprocess_: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """fersuite-train in-process, or the console script in a subprocess (``subprocess_``)."""
     flags = [a for a in args if a.startswith("--")]
     rest = [a for a in args if not a.startswith("--")]
+    if not subprocess_:
+        argv = [*flags, *TINY, "logger=csv", *rest]
+        return run_app("fersuite-train", argv, cwd=tmp_path, env=run_env(tmp_path))
     return subprocess.run(
         [EXE, *flags, *TINY, "logger=csv", *rest],
         cwd=tmp_path,
@@ -111,8 +120,11 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
 
 
 @pytest.mark.smoke
+@pytest.mark.ddp
+@pytest.mark.subprocess
 def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
-    res = _run(tmp_path, "trainer=ddp_cpu", "data.val_size=64", timeout=900)
+    # a subprocess: Lightning's DDP launcher starts rank 1 by running the script again
+    res = _run(tmp_path, "trainer=ddp_cpu", "data.val_size=64", timeout=900, subprocess_=True)
     assert res.returncode == 0, res.stderr[-3000:]
     runs = list((tmp_path / "logs" / "train" / "runs").glob("*"))
     assert len(runs) == 1, f"Hydra run dir duplicated per rank: {runs}"

@@ -1,4 +1,5 @@
-"""Smoke runs of the console entry point in subprocesses (few steps, tiny data)."""
+"""Smoke runs of fersuite-train (few steps, tiny data): the console script in a subprocess
+once, the rest in-process (tests/_helpers/apps.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
+
+pytestmark = pytest.mark.long(2)
 
 REQUIRED = [
     "test/acc",
@@ -27,16 +31,18 @@ REQUIRED = [
 
 
 def _train(
-    tmp_path: Path, *overrides: str, script: bool = True
+    tmp_path: Path, *overrides: str, script: bool = False, module_entry: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    if script:
-        exe = [str(Path(sys.executable).parent / "fersuite-train")]
-    else:
-        exe = [sys.executable, "-m", "fersuite.cli.train"]
+    """fersuite-train in-process (``module_entry``: as ``python -m fersuite.cli.train``), or
+    the console script in a subprocess (``script``)."""
     flags = [o for o in overrides if o.startswith("--")]
     rest = [o for o in overrides if not o.startswith("--")]
+    if not script:
+        args = [*flags, *TINY, *rest]
+        env = run_env(tmp_path)
+        return run_app("fersuite-train", args, tmp_path, env, module_entry=module_entry)
     return subprocess.run(
-        [*exe, *flags, *TINY, *rest],
+        [str(Path(sys.executable).parent / "fersuite-train"), *flags, *TINY, *rest],
         cwd=tmp_path,
         env=run_env(tmp_path),
         capture_output=True,
@@ -51,8 +57,9 @@ def _run_dirs(tmp_path: Path, kind: str = "runs") -> list[Path]:
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_default_config_trains_as_console_script(tmp_path: Path) -> None:
-    res = _train(tmp_path)
+    res = _train(tmp_path, script=True)
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = _run_dirs(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -70,7 +77,7 @@ def test_default_config_trains_as_console_script(tmp_path: Path) -> None:
 
 @pytest.mark.smoke
 def test_module_entry_without_loggers(tmp_path: Path) -> None:
-    res = _train(tmp_path, "logger=none", "loss=ce", script=False)
+    res = _train(tmp_path, "logger=none", "loss=ce", module_entry=True)
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = _run_dirs(tmp_path)
     assert not (run / "wandb").exists()

@@ -5,8 +5,6 @@ override, and a small study multirun writes the grouped report, the curves and t
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from omegaconf import OmegaConf
 
 from fersuite.config import CONFIG_DIR
 from fersuite.profiling.macs import count_macs
+from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 from tests.reporting.helpers import assert_valid_png
 
@@ -118,10 +117,9 @@ def test_presets_run_on_fer2013_with_one_override(cfg_factory, study: str, tmp_p
 
 @pytest.mark.smoke
 def test_study_multirun_writes_grouped_report_curves_and_pairs(tmp_path: Path) -> None:
-    exe = str(Path(sys.executable).parent / "fersuite-train")
-    res = subprocess.run(
+    res = run_app(
+        "fersuite-train",
         [
-            exe,
             "--multirun",
             "experiment=study_lightweight",
             *TINY,
@@ -132,10 +130,6 @@ def test_study_multirun_writes_grouped_report_curves_and_pairs(tmp_path: Path) -
         ],
         cwd=tmp_path,
         env={**run_env(tmp_path), "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "study_lightweight" / "multiruns").iterdir()

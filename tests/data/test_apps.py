@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 from tests.data.fixtures import (
     Written,
@@ -19,6 +20,8 @@ from tests.data.fixtures import (
     write_folder,
     write_rafdb,
 )
+
+pytestmark = pytest.mark.long(2)
 
 #: TINY without the synthetic-only keys.
 TINY_REAL = [
@@ -30,7 +33,12 @@ def _script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _run(tmp_path: Path, exe: str, *overrides: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, exe: str, *overrides: str, subprocess_: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``exe overrides...`` in-process, or as the console script (``subprocess_``)."""
+    if not subprocess_:
+        return run_app(exe, list(overrides), cwd=tmp_path, env=run_env(tmp_path))
     return subprocess.run(
         [_script(exe), *overrides],
         cwd=tmp_path,
@@ -47,14 +55,19 @@ def _run_dir(tmp_path: Path, task: str) -> Path:
     return run
 
 
-@pytest.mark.smoke
+@pytest.mark.subprocess
 def test_fersuite_data_writes_stats_and_samples(tmp_path: Path) -> None:
     w = write_fer2013(tmp_path / "fer", n_per_split={"train": 15, "val": 8, "test": 9})
     lines = (w.files[0]).read_text().splitlines()
     lines[4] = lines[4].replace(",", ",1 ", 1)  # line 5: 2305 pixels
     w.files[0].write_text("\n".join(lines) + "\n")
     res = _run(
-        tmp_path, "fersuite-data", "data=fer2013", f"data.root={w.root}", "data.on_bad_sample=skip"
+        tmp_path,
+        "fersuite-data",
+        "data=fer2013",
+        f"data.root={w.root}",
+        "data.on_bad_sample=skip",
+        subprocess_=True,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     run = _run_dir(tmp_path, "data")
@@ -83,7 +96,6 @@ def test_fersuite_data_writes_stats_and_samples(tmp_path: Path) -> None:
     assert "samples per class and split" in res.stdout and "skipped bad samples: 1" in res.stdout
 
 
-@pytest.mark.smoke
 def test_fersuite_data_bad_input_is_one_line(tmp_path: Path) -> None:
     w = write_affectnet(tmp_path / "an", n=16, n_test=8)
     s = w.split("test")[1]
@@ -123,7 +135,6 @@ def _fixture(kind: str, root: Path) -> tuple[Written, list[str]]:
     ]
 
 
-@pytest.mark.smoke
 @pytest.mark.parametrize("kind", ["fer2013", "ferplus_soft", "affectnet", "rafdb", "folder"])
 def test_train_smoke_on_each_format(tmp_path: Path, kind: str) -> None:
     w, overrides = _fixture(kind, tmp_path / "data")

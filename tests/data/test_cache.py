@@ -105,6 +105,7 @@ _CRASH = textwrap.dedent(
 
 
 @pytest.mark.parametrize("point", ["save", "rename"])
+@pytest.mark.subprocess
 def test_a_crash_mid_write_never_leaves_a_valid_looking_cache(tmp_path: Path, point: str) -> None:
     w = write_fer2013(tmp_path / "fer", n_per_split=6)
     cache = tmp_path / "cache"

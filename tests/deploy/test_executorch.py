@@ -28,6 +28,8 @@ from fersuite.inference import load_predictor, predict_files
 from fersuite.types import AffectOutput
 from tests.export.helpers import ZOO, make_checkpoint
 
+pytestmark = pytest.mark.long(1)
+
 #: lightweight_cnn with two bottlenecks and a 4096-wide expansion block (0.19 M parameters).
 SMALL_CNN = {
     "arch": "lightweight_cnn",

@@ -4,9 +4,6 @@ ones, gated by agreement and accuracy; wrong combinations are one-line errors.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +14,12 @@ from omegaconf import OmegaConf
 from fersuite.deploy.calibration import export_data_config
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.errors import ConfigError, ExportError
+from tests._helpers.apps import run_app
 from tests.cli.test_eval import _compose
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint
+
+pytestmark = pytest.mark.long(1)
 
 FAST: dict[str, Any] = {
     "latency_runs": 0,
@@ -127,20 +127,12 @@ def test_export_fails_and_writes_nothing_below_the_agreement_gate(
 
 
 def test_cli_int8_torchscript_is_one_line_exit_2(trained: Path, tmp_path: Path) -> None:
-    env = {**run_env(tmp_path), "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fersuite.cli.export",
-            f"ckpt_path={trained}",
-            "export.format=torchscript",
-            "export.quantize=int8",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    res = run_app(
+        "fersuite-export",
+        [f"ckpt_path={trained}", "export.format=torchscript", "export.quantize=int8"],
+        cwd=tmp_path,
+        env=run_env(tmp_path),
+        module_entry=True,
     )
     assert res.returncode == 2, res.stderr[-2000:]
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]

@@ -1,16 +1,18 @@
-"""``fersuite-train task=distill`` end to end in subprocesses (tiny data, one epoch)."""
+"""``fersuite-train task=distill`` end to end, in-process (tiny data, one epoch)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
+
+pytestmark = pytest.mark.long(1)
 
 GAPS = [
     "test/gap_acc",
@@ -23,16 +25,7 @@ GAPS = [
 
 
 def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).parent / "fersuite-train")
-    return subprocess.run(
-        [exe, *overrides],
-        cwd=tmp_path,
-        env=run_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_app("fersuite-train", list(overrides), cwd=tmp_path, env=run_env(tmp_path))
 
 
 def _run_dir(tmp_path: Path, task_name: str) -> Path:

@@ -15,9 +15,9 @@ from omegaconf import open_dict
 from fersuite.cli.eval import main as eval_main
 from fersuite.reporting.cross_dataset import COLUMNS, read_cross_csv
 from fersuite.reporting.sweep import write_sweep_report
+from tests._helpers.apps import call_app
 from tests.conftest import TINY, compose_train
 from tests.reporting.helpers import assert_valid_png
-from tests.security.apps import call_app
 
 #: Applied to every test set of the matrix (both synthetic configs have these keys).
 TEST_DATA = ["data.test_size=40", "data.num_workers=0", "data.eval_batch_size=20"]

@@ -13,8 +13,8 @@ from omegaconf import open_dict
 from fersuite.cli.eval import main as eval_main
 from fersuite.cli.export import main as export_main
 from fersuite.cli.train import main as train_main
+from tests._helpers.apps import call_app
 from tests.conftest import TINY, compose_train
-from tests.security.apps import call_app
 
 #: Not the defaults of data=synthetic: the default data config gives different figures.
 RUN_DATA = ["data.seed=3", "data.test_size=40", "data.difficulty=0.6"]

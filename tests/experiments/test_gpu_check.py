@@ -32,6 +32,7 @@ def gc() -> ModuleType:
     return module
 
 
+@pytest.mark.subprocess
 def test_without_cuda_it_says_so_and_exits_0(tmp_path: Path) -> None:
     env = {**run_env(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
     res = subprocess.run(
@@ -187,6 +188,7 @@ def test_probe_times_training_steps_and_checks_losses(tmp_path: Path, monkeypatc
     assert record["loss_finite"] is False and record["last_loss"] == 0.5
 
 
+@pytest.mark.subprocess
 def test_a_job_past_its_timeout_is_killed_with_its_children(gc: ModuleType, tmp_path: Path) -> None:
     code = (
         "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "

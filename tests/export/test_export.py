@@ -19,6 +19,8 @@ from fersuite.labels import CANONICAL_CLASSES
 from tests.conftest import run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
+pytestmark = pytest.mark.long(2)
+
 FAST = ExportSettings(latency_runs=2, latency_warmup=1, verify_faces=3, verify_batch=3)
 
 
@@ -168,6 +170,7 @@ def test_bad_settings(kwargs: dict[str, object], match: str) -> None:
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_console_script(tmp_path: Path) -> None:
     ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
     exe = str(Path(sys.executable).parent / "fersuite-export")

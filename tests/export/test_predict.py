@@ -16,19 +16,20 @@ from PIL import Image
 from fersuite.cli.predict import main, run
 from fersuite.data.synthetic import render_faces
 from fersuite.data.transforms import build_transforms
-from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.labels import CANONICAL_CLASSES
 from tests.conftest import run_env
-from tests.export.helpers import ZOO, make_checkpoint
+from tests.export.helpers import ZOO
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, fake_checkpoint, exported_checkpoint
+) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("predict")
-    ckpt, _ = make_checkpoint(root / "m.ckpt", ZOO["lightweight_cnn"], seed=3)
+    ckpt = fake_checkpoint(ZOO["lightweight_cnn"], seed=3)  # shared: read-only
     fast = {"latency_runs": 0, "verify_faces": 2, "exporter": "legacy"}
-    export_checkpoint(ckpt, ExportSettings(**fast), root / "onnx")  # type: ignore[arg-type]
-    export_checkpoint(ckpt, ExportSettings(format="torchscript", **fast), root / "ts")  # type: ignore[arg-type]
+    onnx_dir = exported_checkpoint(ckpt, **fast)
+    ts_dir = exported_checkpoint(ckpt, format="torchscript", **fast)
     faces = render_faces(4, size=64, seed=1)
     images = root / "images"
     (images / "nested").mkdir(parents=True)
@@ -41,8 +42,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "root": root,
         "ckpt": ckpt,
-        "onnx": root / "onnx" / "model.onnx",
-        "ts": root / "ts" / "model.pt",
+        "onnx": onnx_dir / "model.onnx",
+        "ts": ts_dir / "model.pt",
         "images": images,
     }
 
@@ -183,6 +184,7 @@ def test_face_cropping_with_the_datasets_detector(
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_console_script(exported: dict[str, Path], tmp_path: Path) -> None:
     exe = str(Path(sys.executable).parent / "fersuite-predict")
     res = subprocess.run(

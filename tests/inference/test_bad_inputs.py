@@ -19,8 +19,8 @@ from PIL import Image
 from fersuite.cli.predict import main
 from fersuite.data.synthetic import render_faces
 from fersuite.labels import CANONICAL_CLASSES
-from tests.export.helpers import ZOO, make_checkpoint
-from tests.security.apps import call_app
+from tests._helpers.apps import call_app
+from tests.export.helpers import ZOO
 from tests.video.helpers import write_video
 
 PROBS = [f"prob_{c}" for c in CANONICAL_CLASSES]
@@ -48,9 +48,9 @@ def _bomb_png(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def setup(tmp_path_factory: pytest.TempPathFactory, fake_checkpoint) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("bad_inputs")
-    ckpt, _ = make_checkpoint(root / "m.ckpt", ZOO["lightweight_cnn"], seed=3)
+    ckpt = fake_checkpoint(ZOO["lightweight_cnn"], seed=3)  # shared: read-only
     faces = render_faces(4, size=64, seed=2).images
     folder = root / "photos"
     (folder / "nested").mkdir(parents=True)

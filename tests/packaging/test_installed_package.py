@@ -120,6 +120,7 @@ def test_config_dir_missing_everywhere_is_one_line_naming_both_places(
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_wheel_install_composes_every_app_config_from_another_directory(tmp_path: Path) -> None:
     # Build from a copy, so the checkout gets no build/ or egg-info litter.
     project = tmp_path / "project"

@@ -155,6 +155,7 @@ def test_cuda_request_without_cuda_is_refused() -> None:
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_multirun_writes_per_job_files_and_one_merged_table(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "fersuite-profile"
     res = subprocess.run(

@@ -47,6 +47,7 @@ def test_failed_write_keeps_previous_checkpoint(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # temp file removed
 
 
+@pytest.mark.subprocess
 def test_sigkill_mid_write_never_leaves_a_readable_torn_checkpoint(tmp_path: Path) -> None:
     ckpt_dir = tmp_path / "checkpoints"
     last = str(ckpt_dir / "last.ckpt")

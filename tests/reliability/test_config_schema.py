@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from fersuite.config import validate_config
 from fersuite.config_schema import signature_of
 from fersuite.data.synthetic_datamodule import SyntheticDataModule
 from fersuite.errors import ConfigError
+from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 
 
@@ -99,16 +98,9 @@ def test_signature_follows_kwargs_through_the_class_chain() -> None:
     assert not sig.open
 
 
-@pytest.mark.smoke
 def test_console_prints_one_line_without_traceback(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [str(Path(sys.executable).parent / "fersuite-train"), *TINY, "+data.batch_szie=8"],
-        cwd=tmp_path,
-        env=run_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    res = run_app(
+        "fersuite-train", [*TINY, "+data.batch_szie=8"], cwd=tmp_path, env=run_env(tmp_path)
     )
     assert res.returncode == 2  # bad input (fersuite.apps)
     err = [line for line in res.stderr.splitlines() if line.strip()]

@@ -15,10 +15,14 @@ import torch
 from tests.conftest import REPO, run_env
 from tests.reliability.index_recorder import ENV as INDEX_ENV
 
+pytestmark = pytest.mark.long(2)
+
 TRAIN = 96
 
 
 @pytest.mark.smoke
+@pytest.mark.ddp
+@pytest.mark.subprocess
 def test_ddp_two_epochs_reshuffle_and_split_the_data_between_ranks(tmp_path: Path) -> None:
     env = run_env(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])

@@ -108,6 +108,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.subprocess
+@pytest.mark.long(5)
 def test_sigkill_then_resume_auto_matches_uninterrupted_run(
     reference: Path, tmp_path: Path, case: str
 ) -> None:
@@ -160,6 +162,8 @@ WINDOWS = ("final_val", "train_end", "test", "metrics")
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
+@pytest.mark.long(5)
 def test_killed_in_each_window_at_the_end_then_resumed_matches_uninterrupted_run(
     reference: Path, tmp_path: Path
 ) -> None:

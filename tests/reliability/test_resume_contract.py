@@ -19,29 +19,13 @@ from typing import Any
 import lightning.pytorch as L
 import pytest
 import torch
-from omegaconf import open_dict
 
 from fersuite.cli.train import main as train_main
-from tests.conftest import TINY, compose_train
-from tests.security.apps import call_app
+from tests._helpers.apps import call_app
+from tests._helpers.artifacts import RESUME_RUN
 
 #: TINY with 2 steps an epoch, only the callbacks that checkpoint, the CSV logger.
-RUN = [
-    *TINY,
-    "data.train_size=32",
-    "data.val_size=16",
-    "data.test_size=16",
-    "data.batch_size=16",
-    "~callbacks.efficiency",
-    "~callbacks.reports",
-    "~callbacks.progress_bar",
-    "model=lightweight_cnn",
-    "model.width_mult=0.25",
-    "model.expansion_channels=32",
-    "logger=csv",
-    "trainer.log_every_n_steps=1",
-    "seed=3",
-]
+RUN = RESUME_RUN
 #: Set by a test: the global step at which :class:`CtrlC` raises KeyboardInterrupt.
 INTERRUPT_AT: list[int] = []
 
@@ -54,17 +38,10 @@ class CtrlC(L.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished one-epoch run (2 steps)."""
-    from fersuite.training.run import train
-
-    base = tmp_path_factory.mktemp("trained")
-    cfg = compose_train(RUN, base)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
-    return base / "run"
+@pytest.fixture
+def trained(resume_run: Path) -> Path:
+    """A finished one-epoch run (2 steps; built once per worker, copied before use)."""
+    return resume_run
 
 
 def _copy(trained: Path, dest: Path, finished: bool) -> Path:
@@ -219,6 +196,7 @@ def test_second_run_into_a_locked_run_dir_is_refused_before_writing(
         assert _state(run) == before
 
 
+@pytest.mark.subprocess
 def test_lock_is_reentrant_and_released(tmp_path: Path) -> None:
     from fersuite.runs import lock
 
@@ -271,7 +249,7 @@ def test_resume_allow_changes_is_the_command_lines_spelling(
 ) -> None:
     from fersuite.cli.train import command_line
     from fersuite.cli.train import main as train_main
-    from tests.security.apps import call_app
+    from tests._helpers.apps import call_app
 
     assert command_line(["resume=auto", "resume.allow_changes=[optimizer.lr]", "resume=x"]) == [
         "resume=auto",

@@ -6,8 +6,6 @@ import contextlib
 import json
 import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -24,6 +22,7 @@ from fersuite.distill.teacher import load_teacher
 from fersuite.errors import ModelCardError, PretrainedWeightsError
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.weights import load_state_dict_file
+from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
@@ -296,7 +295,6 @@ def test_resume_never_rebuilds_from_the_stored_model_config(  # type: ignore[no-
     armed.assert_untouched()
 
 
-@pytest.mark.smoke
 @pytest.mark.parametrize(
     ("app", "args"),
     [
@@ -306,16 +304,7 @@ def test_resume_never_rebuilds_from_the_stored_model_config(  # type: ignore[no-
 )
 def test_console_scripts_refuse_a_nested_target(tmp_path: Path, app: str, args: list[str]) -> None:
     armed = Armed(tmp_path / "attack", "open")
-    exe = str(Path(sys.executable).parent / app)
-    res = subprocess.run(
-        [exe, f"ckpt_path={armed.ckpt}", *args],
-        cwd=tmp_path,
-        env=run_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    res = run_app(app, [f"ckpt_path={armed.ckpt}", *args], cwd=tmp_path, env=run_env(tmp_path))
     assert res.returncode != 0
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     last = res.stderr.strip().splitlines()[-1]

@@ -33,7 +33,9 @@ def test_wandb_init_failure_falls_back_to_csv(cfg_factory, monkeypatch, caplog) 
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_online_wandb_without_network_trains_with_csv(tmp_path: Path) -> None:
+    # a subprocess: online W&B (its service process and settings are process-wide)
     env = run_env(tmp_path)
     env.update(
         WANDB_MODE="online",

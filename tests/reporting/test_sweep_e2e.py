@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 from tests.reporting.helpers import assert_valid_png
 
 
 @pytest.mark.smoke
 def test_training_multirun_with_a_failing_job_is_reported(tmp_path: Path) -> None:
-    exe = str(Path(sys.executable).parent / "fersuite-train")
-    res = subprocess.run(
-        [exe, "--multirun", *TINY, "logger=csv", "model.name=mobilenetv2_100,not_a_model"],
+    res = run_app(
+        "fersuite-train",
+        ["--multirun", *TINY, "logger=csv", "model.name=mobilenetv2_100,not_a_model"],
         cwd=tmp_path,
         env=run_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
     )
     assert res.returncode == 1  # a failed job (fersuite.apps): the status says how many
     assert res.stderr.strip().splitlines()[-1].startswith("fersuite-train: error: 1 of 2 jobs")

@@ -283,6 +283,7 @@ def test_hydra_callback_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 @pytest.mark.smoke
+@pytest.mark.subprocess
 def test_console_script(train_sweep: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "fersuite-report"
     res = subprocess.run(

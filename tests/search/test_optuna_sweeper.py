@@ -26,8 +26,8 @@ from fersuite.search.optuna_sweeper import (
     sweeper_is_gone,
     tally,
 )
+from tests._helpers.apps import AppResult, call_app
 from tests.conftest import TINY
-from tests.security.apps import AppResult, call_app
 
 #: The preset, on tiny synthetic runs (no test stage, no reports: a trial in seconds).
 SEARCH = [

@@ -1,57 +1,11 @@
-"""Calling a console script in-process, and checking that nothing outside a folder changed."""
+"""Checking that nothing outside a folder changed; calling a console script in-process
+(tests/_helpers/apps.py)."""
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pytest
-from hydra.core.global_hydra import GlobalHydra
-
-
-@dataclass(frozen=True)
-class AppResult:
-    status: int
-    out: str
-    err: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        """The lines of stderr that an app wrote as its answer (``fersuite-<app>: ...``)."""
-        return [ln for ln in self.err.splitlines() if ln.startswith("fersuite-")]
-
-
-def call_app(
-    main: Callable[[], Any],
-    prog: str,
-    args: list[str],
-    root: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> AppResult:
-    """Run the console script ``main`` as ``prog args...`` with its runs under ``root``;
-    returns its exit status and what it printed."""
-    monkeypatch.setenv("FERSUITE_ROOT", str(root))
-    monkeypatch.setenv("FERSUITE_CACHE", str(root / "cache"))
-    monkeypatch.chdir(root)
-    monkeypatch.setattr(sys, "argv", [prog, *args])
-    capsys.readouterr()
-    GlobalHydra.instance().clear()
-    status = 0
-    try:
-        result = main()
-        if isinstance(result, int) and not isinstance(result, bool):
-            status = result
-    except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        GlobalHydra.instance().clear()
-    captured = capsys.readouterr()
-    return AppResult(status, captured.out, captured.err)
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.errors import ModelCardError, ModelCardFormatError
+from tests._helpers.apps import call_app
 from tests.export.helpers import ZOO, make_checkpoint
-from tests.security.apps import Victim, call_app
+from tests.security.apps import Victim
 
 DEEP = 100_000
 HUGE = 50 * 1024 * 1024

@@ -26,8 +26,9 @@ from fersuite.checkpoint import read_card
 from fersuite.cli.eval import main as eval_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
+from tests._helpers.apps import AppResult, call_app
 from tests.export.helpers import make_checkpoint
-from tests.security.apps import AppResult, Victim, call_app
+from tests.security.apps import Victim
 
 #: The tiniest model fersuite-export handles in seconds (1 channel, 32x32, 8 classes).
 TINY_CNN = {

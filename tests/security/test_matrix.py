@@ -26,9 +26,10 @@ from fersuite.cli.export import main as export_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.cli.train import main as train_main
 from fersuite.data.synthetic import render_faces
+from tests._helpers.apps import call_app
 from tests.conftest import TINY
-from tests.export.helpers import ZOO, make_checkpoint
-from tests.security.apps import Victim, call_app
+from tests.export.helpers import ZOO
+from tests.security.apps import Victim
 from tests.security.test_card_bounds import CASES
 
 SYNTH = "fersuite.data.synthetic_datamodule.SyntheticDataModule"
@@ -69,9 +70,9 @@ APPS = ["export", "export_int8", "eval", "predict", "teacher"]
 
 
 @pytest.fixture(scope="module")
-def honest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def honest(tmp_path_factory: pytest.TempPathFactory, fake_checkpoint) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("honest")
-    path, _ = make_checkpoint(root / "m.ckpt", ZOO["lightweight_cnn"])
+    path = fake_checkpoint(ZOO["lightweight_cnn"])
     image = root / "face.png"
     Image.fromarray(render_faces(1, size=48, seed=0).images[0]).save(image)
     return {"ckpt": torch.load(path, weights_only=True), "image": image}

@@ -17,45 +17,23 @@ from typing import Any
 import lightning.pytorch as L
 import pytest
 import torch
-from omegaconf import open_dict
 
 from fersuite.cli.train import main as train_main
-from tests.conftest import TINY, compose_train
-from tests.security.apps import Victim, call_app
+from tests._helpers.apps import call_app
+from tests._helpers.artifacts import RESUME_RUN
+from tests.security.apps import Victim
 
 #: TINY with 2 steps an epoch and only the callbacks that checkpoint (and those they need).
-RUN = [
-    *TINY,
-    "data.train_size=32",
-    "data.val_size=16",
-    "data.test_size=16",
-    "data.batch_size=16",
-    "~callbacks.efficiency",
-    "~callbacks.reports",
-    "model=lightweight_cnn",
-    "model.width_mult=0.25",
-    "model.expansion_channels=32",
-    "logger=csv",
-    "~callbacks.progress_bar",
-    "seed=3",
-]
+RUN = RESUME_RUN
 STEPS = 2
 KEY = "ModelCheckpoint{"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished one-epoch run (its ``checkpoints/last.ckpt`` is resumed below)."""
-    from fersuite.training.run import train
-
-    base = tmp_path_factory.mktemp("trained")
-    cfg = compose_train(RUN, base)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
-    run = base / "run"
-    assert (run / "checkpoints" / "last.ckpt").is_file()
-    return run
+@pytest.fixture
+def trained(resume_run: Path) -> Path:
+    """A finished one-epoch run (its ``checkpoints/last.ckpt`` is resumed below; built once
+    per worker, copied before use)."""
+    return resume_run
 
 
 def _load(path: Path) -> dict[str, Any]:

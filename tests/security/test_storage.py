@@ -12,8 +12,9 @@ import pytest
 from fersuite.apps import run_app
 from fersuite.cli.train import main as train_main
 from fersuite.utils.io import atomic_write, remove_stale_tmp
+from tests._helpers.apps import call_app
 from tests.conftest import TINY
-from tests.security.apps import Victim, call_app
+from tests.security.apps import Victim
 
 
 @pytest.mark.parametrize(

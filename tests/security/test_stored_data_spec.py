@@ -21,8 +21,9 @@ from fersuite.checkpoint import META_KEY
 from fersuite.cli.export import main as export_main
 from fersuite.data.record import DataRecord, read_data_record
 from fersuite.errors import UntrustedFileError
-from tests.export.helpers import ZOO, make_checkpoint
-from tests.security.apps import Victim, call_app
+from tests._helpers.apps import call_app
+from tests.export.helpers import ZOO
+from tests.security.apps import Victim
 
 SYNTH = "fersuite.data.synthetic_datamodule.SyntheticDataModule"
 
@@ -53,8 +54,8 @@ FORMATS = {
 
 
 @pytest.fixture(scope="module")
-def base_ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    path, _ = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", ZOO["lightweight_cnn"])
+def base_ckpt(fake_checkpoint) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    path = fake_checkpoint(ZOO["lightweight_cnn"])
     return torch.load(path, weights_only=True)
 
 

@@ -18,9 +18,9 @@ from fersuite.errors import ConfigError
 from fersuite.reporting.cross_dataset import COLUMNS, METRICS
 from fersuite.runs import setup
 from fersuite.runs.resume import RUN_INFO, check_config
+from tests._helpers.apps import call_app
 from tests.conftest import TINY, compose_train
 from tests.reporting.helpers import assert_valid_png
-from tests.security.apps import call_app
 
 #: A tiny model on tiny data; data.test_size applies to each test set too.
 FAST = [

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from fersuite.cli.train import main as train_main
+from tests._helpers.apps import call_app
 from tests.conftest import TINY
-from tests.security.apps import call_app
 
 
 def test_a_data_error_comes_first_and_leaves_no_logger_run(
