@@ -5,6 +5,9 @@ during test, while writing metrics.json) and resumed after each kill.
 
 The runs use the default callbacks (efficiency, progress bar, reports, checkpoints, RNG
 state, non-finite guard) and the default two loader worker processes: the set a user runs.
+Each run is a process of its own: a forked child of the test process (tests/_helpers/fork.py,
+without a subprocess's ~10 s of start-up), and one of them (``REAL_CASE``'s killed run) the
+``fersuite-train`` console script itself.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests._helpers.fork import fork_app
 from tests.conftest import REPO, run_env
 from tests.reliability.killer import ENV as KILL_ENV
 from tests.reliability.killer import MARK, POINT_ENV
@@ -56,13 +60,26 @@ CASES = {
     # last.ckpt on the clock (after every batch with 1 ms): the step-5 one, right before the kill
     "mid_epoch_timed": (["checkpoint.train_time_interval=0.001"], 5, 5),
 }
+#: The case whose killed run is a real ``fersuite-train`` subprocess: SIGKILL of the console
+#: script itself, and its checkpoint resumed (in a forked child) to the forked reference's
+#: weights bit for bit. Every other run is a forked child of the test process.
+REAL_CASE = "epoch_end"
 
 
 def _train(
-    root: Path, *extra: str, kill_at: int | None = None, kill_point: str | None = None
+    root: Path,
+    *extra: str,
+    kill_at: int | None = None,
+    kill_point: str | None = None,
+    real: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """One ``fersuite-train`` run under ``root``: in a forked child of this process (no
+    interpreter and import start-up, see tests/_helpers/fork.py), or with ``real`` as a
+    console-script subprocess (the one run that proves the kill of a real process)."""
     env = run_env(root)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout
+    # every run computes alike on one thread (a forked child runs one; see fork.py)
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     env.pop(KILL_ENV, None)
     env.pop(POINT_ENV, None)
     if kill_at is not None:
@@ -70,6 +87,8 @@ def _train(
     if kill_point is not None:
         env[POINT_ENV] = kill_point
     root.mkdir(parents=True, exist_ok=True)
+    if not real:
+        return fork_app("fersuite-train", [*RUN, *extra], cwd=root, env=env, timeout=900)
     return subprocess.run(
         [str(Path(sys.executable).parent / "fersuite-train"), *RUN, *extra],
         cwd=root,
@@ -117,7 +136,8 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(
     ref_metrics = json.loads((reference / "metrics.json").read_text())
 
     root = tmp_path / "crash"
-    killed = _train(root, *extra, kill_at=kill_at)
+    # one real console-script process, SIGKILLed (the other runs: forked children)
+    killed = _train(root, *extra, kill_at=kill_at, real=case == REAL_CASE)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run,) = _runs(root)
     assert not (run / "metrics.json").exists()
