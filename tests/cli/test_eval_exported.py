@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from fersuite.errors import ConfigError, UserError
 from fersuite.evaluation import ExportedNet, evaluated_model
 from fersuite.types import AffectOutput
+from tests._helpers.export import FAST_ONNX
 from tests.cli.test_eval import SMALL_SYNTHETIC, _app, _compose, _tests
 from tests.data.fixtures import write_fer2013
 from tests.export.helpers import ZOO
@@ -29,11 +30,11 @@ def ckpt(fake_checkpoint) -> Path:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def exported(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The checkpoint exported to ONNX (fp32, verified against eager)."""
+    """The checkpoint exported to ONNX (fp32, verified against eager; the fast exporter)."""
     from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 
     out = tmp_path_factory.mktemp("onnx")
-    settings = ExportSettings(latency_runs=0, verify_faces=2, verify_batch=2)
+    settings = ExportSettings(latency_runs=0, verify_faces=2, verify_batch=2, **FAST_ONNX)
     export_checkpoint(ckpt, settings, out)
     return out / "model.onnx"
 

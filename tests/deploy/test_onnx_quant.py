@@ -16,6 +16,7 @@ from fersuite.deploy.onnx_quant import cpu_vnni, quantize_onnx
 from fersuite.deploy.verify import compare_quantized
 from fersuite.errors import ExportError
 from fersuite.types import AffectOutput
+from tests._helpers.export import FAST_ONNX
 from tests.export.helpers import ZOO, make_checkpoint
 
 CFG = ZOO["lightweight_cnn"]
@@ -25,11 +26,12 @@ SHAPE = (CFG["in_chans"], CFG["input_size"], CFG["input_size"])
 @pytest.fixture(scope="module")
 def fp32(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
     """The lightweight CNN (random weights) as fp32 ONNX with a dynamic batch axis. The legacy
-    exporter is used because it is ~10x faster here than dynamo; the quantiser reads any ONNX."""
+    exporter (tests/_helpers/export.py) is ~10x faster here than dynamo; the quantiser reads
+    any ONNX."""
     tmp = tmp_path_factory.mktemp("oq")
     _, net = make_checkpoint(tmp / "m.ckpt", CFG)
     path = tmp / "model.onnx"
-    export_onnx(TupleOutput(net).eval(), torch.randn(2, *SHAPE), path, exporter="legacy")
+    export_onnx(TupleOutput(net).eval(), torch.randn(2, *SHAPE), path, **FAST_ONNX)
     return path, net
 
 

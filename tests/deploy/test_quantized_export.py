@@ -15,6 +15,7 @@ from fersuite.deploy.calibration import export_data_config
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
 from fersuite.errors import ConfigError, ExportError
 from tests._helpers.apps import run_app
+from tests._helpers.export import FAST_ONNX
 from tests.cli.test_eval import _compose
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.long(1)
 FAST: dict[str, Any] = {
     "latency_runs": 0,
     "verify_faces": 2,
-    "exporter": "legacy",
+    **FAST_ONNX,
     "calibration_samples": 32,
     "held_out_samples": 40,
 }

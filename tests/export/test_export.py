@@ -16,11 +16,13 @@ from fersuite.deploy.onnx import OnnxModel
 from fersuite.deploy.verify import eval_face_batch
 from fersuite.errors import ExportError
 from fersuite.labels import CANONICAL_CLASSES
+from tests._helpers.export import FAST_ONNX
 from tests.conftest import run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
 pytestmark = pytest.mark.long(2)
 
+#: The default exporter (auto: dynamo): this file is where the dynamo path is the subject.
 FAST = ExportSettings(latency_runs=2, latency_warmup=1, verify_faces=3, verify_batch=3)
 
 
@@ -113,10 +115,14 @@ def test_a_mismatch_fails_loudly_and_leaves_nothing(
 
     monkeypatch.setattr(OnnxModel, "__call__", off_by_a_bit)
     out = tmp_path / "out"
+    # the verification is the subject, not the exporter: the fast one (tests/_helpers/export.py)
+    settings = ExportSettings(
+        latency_runs=2, latency_warmup=1, verify_faces=3, verify_batch=3, **FAST_ONNX
+    )
     with pytest.raises(
         ExportError, match=r"random_b1/expression: max abs diff 0\.0002\d* > 0\.0001"
     ):
-        export_checkpoint(ckpt, FAST, out)
+        export_checkpoint(ckpt, settings, out)
     assert not (out / "model.onnx").exists() and not (out / "model.json").exists()
     assert not list(out.glob(".*.tmp"))
 
@@ -172,6 +178,7 @@ def test_bad_settings(kwargs: dict[str, object], match: str) -> None:
 @pytest.mark.smoke
 @pytest.mark.subprocess
 def test_console_script(tmp_path: Path) -> None:
+    # the default exporter (auto: dynamo): the one test that exports through the app with it
     ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
     exe = str(Path(sys.executable).parent / "fersuite-export")
     args = ["export.latency_runs=2", "export.latency_warmup=1", "export.verify_faces=2"]

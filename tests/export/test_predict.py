@@ -17,6 +17,7 @@ from fersuite.cli.predict import main, run
 from fersuite.data.synthetic import render_faces
 from fersuite.data.transforms import build_transforms
 from fersuite.labels import CANONICAL_CLASSES
+from tests._helpers.export import FAST_ONNX
 from tests.conftest import run_env
 from tests.export.helpers import ZOO
 
@@ -27,7 +28,7 @@ def exported(
 ) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("predict")
     ckpt = fake_checkpoint(ZOO["lightweight_cnn"], seed=3)  # shared: read-only
-    fast = {"latency_runs": 0, "verify_faces": 2, "exporter": "legacy"}
+    fast = {"latency_runs": 0, "verify_faces": 2, **FAST_ONNX}
     onnx_dir = exported_checkpoint(ckpt, **fast)
     ts_dir = exported_checkpoint(ckpt, format="torchscript", **fast)
     faces = render_faces(4, size=64, seed=1)

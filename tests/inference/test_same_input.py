@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 
 from fersuite.cli.predict import run
 from fersuite.deploy.exporter import ExportSettings, export_checkpoint
+from tests._helpers.export import FAST_ONNX
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LEGACY = FIXTURES / "legacy_lightweight_cnn.ckpt"
@@ -35,7 +36,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("same_input")
     ckpt = root / "legacy.ckpt"
     shutil.copy(LEGACY, ckpt)
-    fast = ExportSettings(latency_runs=0, verify_faces=2, exporter="legacy")
+    fast = ExportSettings(latency_runs=0, verify_faces=2, **FAST_ONNX)
     export_checkpoint(ckpt, fast, root / "onnx")
     return {"ckpt": ckpt, "onnx": root / "onnx" / "model.onnx"}
 

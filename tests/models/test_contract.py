@@ -18,6 +18,7 @@ from fersuite.deploy.base import OUTPUT_NAMES, TupleOutput
 from fersuite.deploy.onnx import OnnxModel, export_onnx
 from fersuite.models.registry import create_model, list_models
 from fersuite.types import AffectOutput
+from tests._helpers.export import FAST_ONNX
 
 #: Tiny keyword values per architecture (every registered one must be listed here).
 TINY: dict[str, dict[str, Any]] = {
@@ -117,7 +118,7 @@ def test_onnx_export_parity(
     _, net, _, x = built
     path = tmp_path / "m.onnx"
     # The legacy exporter is several times faster here (MiT-FER: ~4 s instead of ~22 s with
-    # dynamo); tests/export covers the dynamo exporter, fersuite-export's default.
-    export_onnx(TupleOutput(net).eval(), x[:2], path, exporter="legacy", max_batch=8)
+    # dynamo; tests/_helpers/export.py); tests/export covers dynamo, fersuite-export's default.
+    export_onnx(TupleOutput(net).eval(), x[:2], path, max_batch=8, **FAST_ONNX)
     with torch.no_grad():
         _same(net(x), OnnxModel(path)(x), atol=1e-4, rtol=1e-4)

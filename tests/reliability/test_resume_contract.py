@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -220,6 +221,48 @@ def test_lock_is_reentrant_and_released(tmp_path: Path) -> None:
     assert path.exists()
     lock.release(run)
     assert not path.exists()
+
+
+#: A run that holds its lock, forks a child that outlives it (as DataLoader workers do for a
+#: few seconds: they notice a dead parent only every 5 s) and is then SIGKILLed.
+_KILLED_WITH_A_CHILD = """
+import os, signal, sys, time
+from fersuite.runs import lock
+lock.acquire(sys.argv[1])
+child = os.fork()
+if child == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)  # the test reads the parent's output to its end: not the child's
+    os.dup2(null, 2)
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.subprocess
+def test_a_killed_runs_forked_children_do_not_hold_its_lock(tmp_path: Path) -> None:
+    from fersuite.runs import lock
+
+    run = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_WITH_A_CHILD, str(run)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    child = int(killed.stdout.split()[0])
+    try:
+        state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state != "Z"  # the child lives on
+        # ... and yet a resume right after the kill takes the run dir over
+        assert lock.acquire(run) == run / ".run.lock"
+        lock.release(run)
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_default_run_dirs_differ_within_one_second(cfg_factory) -> None:  # type: ignore[no-untyped-def]

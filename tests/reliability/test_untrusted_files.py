@@ -23,6 +23,7 @@ from fersuite.errors import ModelCardError, PretrainedWeightsError
 from fersuite.labels import CANONICAL_CLASSES
 from fersuite.models.weights import load_state_dict_file
 from tests._helpers.apps import run_app
+from tests._helpers.export import FAST_ONNX, FAST_ONNX_OVERRIDES
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
@@ -247,7 +248,7 @@ def test_distillation_teacher_refuses_a_nested_target(armed: Armed) -> None:
 
 def test_export_refuses_a_nested_target(armed: Armed, tmp_path: Path) -> None:
     with pytest.raises(ModelCardError) as exc:
-        export_checkpoint(armed.ckpt, ExportSettings(latency_runs=0), tmp_path / "out")
+        export_checkpoint(armed.ckpt, ExportSettings(latency_runs=0, **FAST_ONNX), tmp_path / "out")
     _one_line(str(exc.value), armed.ckpt)
     armed.assert_untouched()
     assert not (tmp_path / "out" / "model.onnx").exists()
@@ -298,7 +299,7 @@ def test_resume_never_rebuilds_from_the_stored_model_config(  # type: ignore[no-
 @pytest.mark.parametrize(
     ("app", "args"),
     [
-        ("fersuite-export", ["export.latency_runs=0"]),
+        ("fersuite-export", ["export.latency_runs=0", *FAST_ONNX_OVERRIDES]),
         ("fersuite-train", ["train=false", *TINY, "logger=none"]),
     ],
 )

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from fersuite.errors import UntrustedFileError
 from fersuite.reporting.cross_dataset import (
     COLUMNS,
     SWEEP_COLUMNS,
     matrix,
+    matrix_markdown,
     read_cross_csv,
     write_cross_csv,
 )
@@ -126,3 +128,30 @@ def test_sweep_names_a_bad_matrix_in_one_line_and_gathers_the_rest(tmp_path: Pat
     assert "\n" not in line
     assert f"not gathered: {line}" in (sweep / "report.md").read_text()
     assert [r["job"] for r in _rows(sweep / "cross_dataset.csv")] == ["0", "0"]
+
+
+def test_the_markdown_matrix_gives_mean_and_t_interval_per_cell() -> None:
+    accs = [0.5, 0.75, 0.625]
+    cells = [{"row": "x", "dataset": "a", "acc": v} for v in accs]
+    cells += [
+        {"row": "x", "dataset": "b", "acc": None},  # refused: no figure
+        {"row": "y", "dataset": "b", "acc": 0.25},  # one seed: no interval
+    ]
+    table = matrix_markdown(cells, "row", "acc").splitlines()
+    assert table[0] == "| trained on \\ tested on | `a` | `b` |"
+    low, high = stats.t.interval(0.95, len(accs) - 1, loc=np.mean(accs), scale=stats.sem(accs))
+    assert table[2] == f"| `x` | {np.mean(accs):.3f} ± {(high - low) / 2:.3f} (n=3) | – |"
+    assert table[3] == "| `y` | – | 0.250 (n=1) |"
+
+
+def test_the_sweep_report_quotes_the_matrix_of_its_groups(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    _job(sweep, 0, ["data=a", "seed=1"], _cells("a1.ckpt", 0.5, 0.25))
+    _job(sweep, 1, ["data=a", "seed=2"], _cells("a2.ckpt", 0.75, 0.5))
+    _job(sweep, 2, ["data=b", "seed=1"], _cells("b1.ckpt", 0.125, 0.875))
+    md = (write_sweep_report(sweep).paths["md"]).read_text()
+    section = md[md.index("## Cross-dataset matrices") :]
+    assert "Accuracy (mean ± 95% half-width over the seeds, n seeds):" in section
+    assert "| `data=a` | 0.625 ± 1.588 (n=2) | 0.375 ± 1.588 (n=2) |" in section
+    assert "| `data=b` | 0.125 (n=1) | 0.875 (n=1) |" in section
+    assert "Balanced accuracy" in section

@@ -27,6 +27,7 @@ from fersuite.cli.eval import main as eval_main
 from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
 from tests._helpers.apps import AppResult, call_app
+from tests._helpers.export import FAST_ONNX
 from tests.export.helpers import make_checkpoint
 from tests.security.apps import Victim
 
@@ -49,7 +50,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("real")
     ckpt, _ = make_checkpoint(root / "m.ckpt", TINY_CNN, seed=3)
-    settings = ExportSettings(latency_runs=0, verify_faces=1, exporter="legacy")  # type: ignore[call-arg]
+    settings = ExportSettings(latency_runs=0, verify_faces=1, **FAST_ONNX)  # type: ignore[call-arg]
     export_checkpoint(ckpt, settings, root / "onnx")
     images = root / "images"
     images.mkdir()

@@ -29,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fersuite.errors import UntrustedFileError
+from fersuite.reporting.seeds import mean_ci
 from fersuite.utils.io import atomic_path, atomic_write
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "CrossCell",
     "gather_cross_dataset",
     "matrix",
+    "matrix_markdown",
     "read_cross_csv",
     "save_cross_png",
     "short_labels",
@@ -204,6 +206,37 @@ def save_cross_png(
     return out
 
 
+def matrix_markdown(
+    cells: Sequence[Mapping[str, Any]], row_key: str = "row", metric: str = "acc"
+) -> str:
+    """A markdown table of ``metric``: a row per ``row_key`` (first-seen order), a column per
+    test set; each cell the mean over the cells of that pair (the seeds) with the half-width of
+    its Student-t 95% interval and the count, ``–`` where none has a figure."""
+    rows = list(dict.fromkeys(c[row_key] for c in cells))
+    cols = list(dict.fromkeys(c["dataset"] for c in cells))
+    values: dict[tuple[str, str], list[float]] = {}
+    for c in cells:
+        v = c.get(metric)
+        if isinstance(v, int | float) and math.isfinite(v):
+            values.setdefault((c[row_key], c["dataset"]), []).append(float(v))
+    lines = [
+        "| trained on \\ tested on | " + " | ".join(f"`{c}`" for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for r in rows:
+        out = []
+        for c in cols:
+            ci = mean_ci(values.get((r, c), []))
+            if ci.n == 0:
+                out.append("–")
+            elif ci.n == 1:
+                out.append(f"{ci.mean:.3f} (n=1)")
+            else:
+                out.append(f"{ci.mean:.3f} ± {ci.ci95:.3f} (n={ci.n})")
+        lines.append(f"| `{r}` | " + " | ".join(out) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def short_labels(paths: Sequence[str]) -> list[str]:
     """The shortest path tails that tell the files apart (``run1/best.ckpt``)."""
     parts = [Path(p).parts or (p,) for p in paths]
@@ -216,12 +249,13 @@ def short_labels(paths: Sequence[str]) -> list[str]:
 
 def gather_cross_dataset(
     jobs: Sequence[tuple[str, str, str | None, Path]], out: Path
-) -> tuple[dict[str, Path], list[str]]:
+) -> tuple[dict[str, Path], list[str], str]:
     """The matrices of a sweep's jobs (``(job, group, seed, job dir)``; those without a
     ``cross_dataset.csv`` are skipped) into ``out/cross_dataset.csv`` (:data:`SWEEP_COLUMNS`)
     and ``out/cross_dataset.png`` (mean accuracy over each group's seeds; a row per group,
-    and per checkpoint position when a job tested several). Returns the paths written and one
-    line per refused file."""
+    and per checkpoint position when a job tested several). Returns the paths written, one
+    line per refused file, and the markdown tables of accuracy and balanced accuracy (mean ±
+    95% half-width over the seeds, :func:`matrix_markdown`; empty when nothing was gathered)."""
     gathered: list[CrossCell] = []
     refused: list[str] = []
     for job, group, seed, path in jobs:
@@ -246,4 +280,10 @@ def gather_cross_dataset(
         paths["cross_png"] = save_cross_png(
             out / "cross_dataset.png", rows, cols, values, "accuracy (mean over seeds)"
         )
-    return paths, refused
+    tables = "".join(
+        f"\n{title} (mean ± 95% half-width over the seeds, n seeds):\n\n"
+        + matrix_markdown(gathered, "row", metric)
+        for metric, title in (("acc", "Accuracy"), ("balanced_acc", "Balanced accuracy"))
+        if any(isinstance(c.get(metric), float) for c in gathered)
+    )
+    return paths, refused, tables

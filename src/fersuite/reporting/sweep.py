@@ -358,16 +358,16 @@ def _markdown(
 _PER_SEED = ("seed", "ckpt_path", "ckpt_paths")
 
 
-def _cross_dataset(jobs: Sequence[JobResult], out: Path) -> tuple[dict[str, Path], list[str]]:
+def _cross_dataset(jobs: Sequence[JobResult], out: Path) -> tuple[dict[str, Path], list[str], str]:
     """The jobs' ``cross_dataset.csv`` gathered (:mod:`fersuite.reporting.cross_dataset`)."""
     found = []
     for j in jobs:
         keep = [o for o in j.varying_overrides if o.lstrip("+~").partition("=")[0] not in _PER_SEED]
         found.append((j.job, " ".join(keep), seed_of(j.overrides), j.path))
-    paths, refused = gather_cross_dataset(found, out)
+    paths, refused, tables = gather_cross_dataset(found, out)
     for line in refused:
         log.warning("not gathered: %s", line)
-    return paths, refused
+    return paths, refused, tables
 
 
 def write_sweep_report(
@@ -457,7 +457,7 @@ def write_sweep_report(
         paths["profile_json"] = out / "profile.json"
         paths["profile_csv"] = out / "profile.csv"
 
-    cross_paths, cross_refused = _cross_dataset(jobs, out)
+    cross_paths, cross_refused, cross_tables = _cross_dataset(jobs, out)
     paths.update(cross_paths)
 
     title = "Sweep report: " + ", ".join(str(Path(d)) for d in dirs)
@@ -469,7 +469,7 @@ def write_sweep_report(
         if cross_paths:
             text += (
                 "The jobs' `cross_dataset.csv` lines: `cross_dataset.csv`; mean accuracy over "
-                "seeds: `cross_dataset.png`.\n"
+                "seeds: `cross_dataset.png`.\n" + cross_tables
             )
         text += "".join(f"\n- not gathered: {line}" for line in cross_refused)
         text += "\n" if cross_refused else ""

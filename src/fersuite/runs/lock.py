@@ -4,8 +4,9 @@ The lock is an ``flock`` on that file, so a run that was killed holds nothing: i
 is stale and the next run takes it over. Where ``flock`` is not available (some network file
 systems) a lock whose pid is no longer alive on this host is stale. Locks are re-entrant
 within a process (the Hydra callback and :func:`fersuite.training.train` both take the run
-dir's) and the file is removed when the last holder releases it. Only rank 0 of a DDP run
-locks (the other ranks write into the same dir).
+dir's) and the file is removed when the last holder releases it. A forked child (a DataLoader
+worker) closes its copies of the lock's fds, so it never holds a killed run's lock. Only rank 0
+of a DDP run locks (the other ranks write into the same dir).
 
 :class:`RunLockCallback` (``conf/hydra/default.yaml``) takes the lock of ``hydra.run.dir`` in
 ``on_run_start``, before Hydra writes ``.hydra/`` there, and of the sweep dir of a multirun in
@@ -15,6 +16,7 @@ locks (the other ranks write into the same dir).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -149,6 +151,20 @@ def release(run_dir: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _forget_in_child() -> None:
+    """In a forked child (a DataLoader worker): close the inherited lock fds. An ``flock``
+    lives as long as any fd of its open file: a worker that outlives its killed run by the few
+    seconds it takes to notice would otherwise keep the run dir locked against its resume."""
+    for fd, _ in _HELD.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def release_all() -> None:
