@@ -14,9 +14,6 @@ warnings shown on stderr, default SIGALRM (pytest-timeout's), no exit handlers o
 multiprocessing children of the test process, and Hydra's global state cleared. Torch runs
 one thread in the child: an OpenMP pool started by the test process does not survive a fork.
 
-What the app imports (wandb, pandas, the rest of fersuite...) a child tells the test process,
-which imports it before the next fork: only the first run of a session pays for it.
-
 The child never returns into pytest: it leaves with ``os._exit`` whatever happens, after the
 exit handlers registered during the run (W&B's, logging's, multiprocessing's) have run. A
 child that has not ended after ``timeout`` seconds is SIGKILLed with its process group (its
@@ -35,7 +32,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -46,8 +42,6 @@ from typing import Any
 from tests._helpers.apps import MODULES, _status
 
 ENCODING = "utf-8"
-#: Modules a child imported that the test process has not: imported before the next fork.
-_LEARNED: dict[str, None] = {}
 
 
 def fork_app(
@@ -56,48 +50,29 @@ def fork_app(
     """``app args...`` (a console script of pyproject's [project.scripts]) run in a forked
     child, in ``cwd`` with the environment ``env``; see the module's docstring."""
     main = importlib.import_module(MODULES[app]).main  # imported here, once, not in each child
-    _import_learned()
     argv = [str(Path(sys.executable).parent / app), *map(str, args)]
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(Exception):
             stream.flush()  # nothing buffered here is written again by the child
-    with tempfile.TemporaryDirectory(prefix="fork-app-") as tmp:
-        modules = Path(tmp) / "modules.txt"
-        imported = set(sys.modules)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork"
-            pid = os.fork()
-        if pid == 0:  # the child: never returns
-            code = 1
-            try:
-                os.close(out_r)
-                os.close(err_r)
-                code = _child(main, argv, cwd, env, out_w, err_w)
-            finally:
-                with contextlib.suppress(BaseException):
-                    new = [m for m in list(sys.modules) if m not in imported]
-                    modules.write_text("\n".join(new), encoding=ENCODING)
-                os._exit(code)
-        os.close(out_w)
-        os.close(err_w)
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)  # as the child does: no window where a kill misses its group
-        out, err, status = _collect(pid, out_r, err_r, timeout, argv)
-        if modules.is_file():  # not when killed
-            _LEARNED.update(dict.fromkeys(modules.read_text(encoding=ENCODING).split()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork"
+        pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.close(out_r)
+            os.close(err_r)
+            code = _child(main, argv, cwd, env, out_w, err_w)
+        finally:
+            os._exit(code)
+    os.close(out_w)
+    os.close(err_w)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)  # as the child does: no window where a kill misses its group
+    out, err, status = _collect(pid, out_r, err_r, timeout, argv)
     return subprocess.CompletedProcess(argv, status, out, err)
-
-
-def _import_learned() -> None:
-    """Import here what earlier children imported (in their order), so that the next child
-    starts with it; a module that cannot be imported so is left to the child."""
-    for name in list(_LEARNED):
-        if name not in sys.modules:
-            with contextlib.suppress(Exception):
-                importlib.import_module(name)
-        del _LEARNED[name]
 
 
 def _child(
