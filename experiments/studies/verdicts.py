@@ -6,7 +6,9 @@
         --experiment study_lightweight
 
 The results folders keep ``report.csv`` but not the job dirs, so the jobs are rebuilt from its
-rows (:class:`fersuite.reporting.jobs.JobResult`, the metric columns as ``test/<metric>``),
+rows (:class:`fersuite.reporting.jobs.JobResult`, the metric columns as ``test/<metric>``;
+with a ``cross_dataset.csv`` beside it, each job's figures on each test set as
+``cross/<dataset>/<metric>``, as ``fersuite-train datasets=[...]`` records them),
 grouped by :func:`fersuite.reporting.seeds.group_jobs` and compared by
 :func:`fersuite.reporting.compare.compare_groups`: the ``pairs`` of
 ``hydra.callbacks.sweep_report`` in ``conf/experiment/<experiment>.yaml`` (none: every group
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -106,6 +109,55 @@ def _job(path: Path, line: int, row: dict[str, Any], columns: list[str]) -> JobR
     )
 
 
+#: cross_dataset.csv columns -> metrics key ``cross/<dataset>/<column>`` (the figures a job's
+#: ``fersuite-train datasets=[...]`` adds to its metrics.json).
+CROSS_METRICS = ("acc", "balanced_acc", "f1_macro", "valence_ccc", "arousal_ccc")
+#: At most this many rows in a cross_dataset.csv (jobs x test sets).
+MAX_CROSS_ROWS = 100_000
+
+
+def add_cross_metrics(path: Path, jobs: list[JobResult]) -> list[JobResult]:
+    """The jobs with the figures of ``path`` (a sweep report's ``cross_dataset.csv``: ``job``,
+    ``dataset`` and the metric columns) as their ``cross/<dataset>/<metric>`` keys."""
+    by_job = {j.job: j for j in jobs}
+    extra: dict[str, dict[str, float]] = {}
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in ("job", "dataset") if c not in header]
+            if missing:
+                raise BadInputError(f"{path}: no column(s) {', '.join(missing)} in the header")
+            for line, row in enumerate(reader, start=2):
+                where = f"{path}, row {line}"
+                if line > MAX_CROSS_ROWS:
+                    raise BadInputError(f"{path}: more than {MAX_CROSS_ROWS} rows")
+                if None in row or row.get("job") not in by_job:
+                    raise BadInputError(f"{where}: job {row.get('job')!r} is not in report.csv")
+                dataset = (row.get("dataset") or "").strip()
+                if not dataset or len(dataset) > 200 or "/" in dataset:
+                    raise BadInputError(f"{where}: dataset {dataset[:40]!r}; expected a name")
+                for column in CROSS_METRICS:
+                    text = (row.get(column) or "").strip()
+                    if not text:
+                        continue
+                    try:
+                        value = float(text)
+                    except ValueError:
+                        value = math.nan
+                    if not math.isfinite(value):
+                        raise BadInputError(f"{where}: {column}={text!r}; expected a finite number")
+                    extra.setdefault(row["job"], {})[f"cross/{dataset}/{column}"] = value
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: not a readable CSV ({exc})") from None
+    return [
+        dataclasses.replace(j, metrics={**j.metrics, **extra[j.job]}) if j.job in extra else j
+        for j in jobs
+    ]
+
+
 def _yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
@@ -144,7 +196,10 @@ def default_margins(conf: Path = Path(CONFIG_DIR)) -> dict[str, float]:
 
 def verdicts(results: Path, experiment: str) -> Comparisons:
     """Compare the groups of ``results/report.csv`` as the study's preset says."""
-    groups = group_jobs(read_jobs(results / "report.csv"))
+    jobs = read_jobs(results / "report.csv")
+    if (results / "cross_dataset.csv").is_file():
+        jobs = add_cross_metrics(results / "cross_dataset.csv", jobs)
+    groups = group_jobs(jobs)
     if len(groups) < 2:
         raise BadInputError(f"{results / 'report.csv'}: {len(groups)} finished config(s); need 2")
     compared = compare_groups(groups, study_pairs(experiment), default_margins())
@@ -158,9 +213,11 @@ def verdicts(results: Path, experiment: str) -> Comparisons:
 def write(results: Path, experiment: str, compared: Comparisons) -> tuple[Path, Path]:
     csv_path = write_comparisons_csv(results / "report_comparisons.csv", compared)
     md_path = results / "comparisons.md"
+    cross = " and `cross_dataset.csv`" if (results / "cross_dataset.csv").is_file() else ""
     md_path.write_text(
         f"# Comparisons: {experiment}, `{results.name}/`\n\n"
-        "Rebuilt from `report.csv` (the job dirs are not kept, so there are no per-sample rows) "
+        f"Rebuilt from `report.csv`{cross} (the job dirs are not kept, so there are no "
+        "per-sample rows) "
         "by `experiments/studies/verdicts.py`; margins: `report.equivalence_margin` of "
         "`conf/train.yaml`.\n" + comparisons_markdown(compared)
     )

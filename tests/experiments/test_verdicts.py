@@ -83,6 +83,60 @@ def test_crafted_report_gets_columns_and_verdicts(verdicts: ModuleType, tmp_path
     assert "## Comparisons" in md and "**better**" in md and "**equivalent**" in md
 
 
+def _cross(results: Path, rows: list[tuple[str, str, str]]) -> None:
+    """A sweep report's cross_dataset.csv: (job, dataset, acc) rows."""
+    with (results / "cross_dataset.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["job", "group", "seed", "checkpoint", "dataset", "n", "acc", "note"])
+        writer.writerows(
+            [job, "", "", "c.ckpt", dataset, "10", acc, ""] for job, dataset, acc in rows
+        )
+
+
+def test_cross_dataset_figures_are_compared_per_test_set(
+    verdicts: ModuleType, tmp_path: Path
+) -> None:
+    results = _crafted(tmp_path)
+    # on test set "other" resnet18 is 0.2 below the reference in every seed
+    base = {"mit_fer_multiscale": 0.5, "mit_fer_last": 0.5, "resnet18": 0.3}
+    rows = []
+    with (results / "report.csv").open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["status"] == "ok":
+                seed = int(r["overrides"].split("seed=")[1])
+                rows.append((r["job"], "other", str(base[r["model"]] + JITTER[seed])))
+    _cross(results, rows)
+    assert verdicts.main([str(results), "--experiment", "study_zoo"]) == 0
+    with (results / "report_comparisons.csv").open(newline="") as fh:
+        by = {(r["b"], r["metric"]): r for r in csv.DictReader(fh)}
+    row = by[("arm=resnet18", "other/acc")]
+    assert row["verdict"] == "worse" and float(row["diff"]) == pytest.approx(-0.2, abs=1e-6)
+    assert by[("arm=resnet18", "acc")]["verdict"] == "better"  # its own test set: unchanged
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (("0", "other", "nan"), "row 2: acc='nan'; expected a finite number"),
+        (("77", "other", "0.5"), "row 2: job '77' is not in report.csv"),
+        (("0", "a/b", "0.5"), "row 2: dataset 'a/b'; expected a name"),
+    ],
+)
+def test_a_bad_cross_dataset_row_is_one_line_naming_it(
+    verdicts: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    row: tuple[str, str, str],
+    expected: str,
+) -> None:
+    results = _crafted(tmp_path)
+    _cross(results, [row])
+    assert verdicts.main([str(results), "--experiment", "study_zoo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cross_dataset.csv, " + expected in err[0], err
+    assert not (results / "report_comparisons.csv").exists()
+
+
 def test_bad_value_is_one_line_naming_file_and_row(
     verdicts: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -109,7 +163,9 @@ def test_committed_comparisons_are_what_the_script_writes(
 ) -> None:
     results = tmp_path / committed.parent.name
     results.mkdir()
-    shutil.copy(committed.parent / "report.csv", results / "report.csv")
+    for name in ("report.csv", "cross_dataset.csv"):  # the second: studies with datasets=[...]
+        if (committed.parent / name).is_file():
+            shutil.copy(committed.parent / name, results / name)
     study = committed.parent.parent.name
     assert verdicts.main([str(results), "--experiment", study]) == 0
     for name in ("report_comparisons.csv", "comparisons.md"):
