@@ -77,6 +77,20 @@ def read_jobs(path: Path) -> list[JobResult]:
     return jobs
 
 
+def _finite(row: dict[str, Any], column: str, where: str) -> float | None:
+    """The cell ``column`` of ``row`` as a finite number (None when empty)."""
+    text = (row.get(column) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadInputError(f"{where}: {column}={text!r}; expected a finite number")
+    return value
+
+
 def _job(path: Path, line: int, row: dict[str, Any], columns: list[str]) -> JobResult:
     where = f"{path}, row {line}"
     if None in row or any(row.get(c) is None for c in REQUIRED):
@@ -86,16 +100,9 @@ def _job(path: Path, line: int, row: dict[str, Any], columns: list[str]) -> JobR
         raise BadInputError(f"{where}: status {status!r}; expected 'ok' or 'failed'")
     metrics = {}
     for column in columns:
-        text = (row.get(column) or "").strip()
-        if not text:
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise BadInputError(f"{where}: {column}={text!r}; expected a finite number")
-        metrics[METRIC_COLUMNS[column]] = value
+        value = _finite(row, column, where)
+        if value is not None:
+            metrics[METRIC_COLUMNS[column]] = value
     if status == "ok" and not metrics:
         raise BadInputError(f"{where}: status ok but no metric value")
     return JobResult(
@@ -138,16 +145,9 @@ def add_cross_metrics(path: Path, jobs: list[JobResult]) -> list[JobResult]:
                 if not dataset or len(dataset) > 200 or "/" in dataset:
                     raise BadInputError(f"{where}: dataset {dataset[:40]!r}; expected a name")
                 for column in CROSS_METRICS:
-                    text = (row.get(column) or "").strip()
-                    if not text:
-                        continue
-                    try:
-                        value = float(text)
-                    except ValueError:
-                        value = math.nan
-                    if not math.isfinite(value):
-                        raise BadInputError(f"{where}: {column}={text!r}; expected a finite number")
-                    extra.setdefault(row["job"], {})[f"cross/{dataset}/{column}"] = value
+                    value = _finite(row, column, where)
+                    if value is not None:
+                        extra.setdefault(row["job"], {})[f"cross/{dataset}/{column}"] = value
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (csv.Error, UnicodeDecodeError) as exc:

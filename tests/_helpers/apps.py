@@ -128,14 +128,9 @@ def run_app(
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         os.chdir(cwd)
         sys.argv[:] = [app, *map(str, args)]
-        status = 0
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                result = main()
-                if isinstance(result, int) and not isinstance(result, bool):
-                    status = result
-            except SystemExit as exc:
-                status = _status(exc)
+                status = _exit_status(main)
             except Exception:  # noqa: BLE001 - what the interpreter would print, status 1
                 traceback.print_exc()
                 status = 1
@@ -143,6 +138,16 @@ def run_app(
                 sys.stdout.flush()
                 sys.stderr.flush()
     return subprocess.CompletedProcess([app, *args], status, out.getvalue(), err.getvalue())
+
+
+def _exit_status(main: Callable[[], Any]) -> int:
+    """``main()``'s exit status as the console script's wrapper would give it (its int
+    return value, its SystemExit's code, else 0); other exceptions propagate."""
+    try:
+        result = main()
+    except SystemExit as exc:
+        return _status(exc)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 @dataclass(frozen=True)
@@ -173,13 +178,7 @@ def call_app(
     monkeypatch.chdir(root)
     monkeypatch.setattr(sys, "argv", [prog, *args])
     capsys.readouterr()
-    status = 0
     with process_state():  # a training run's signal handlers, torch flags, log handlers
-        try:
-            result = main()
-            if isinstance(result, int) and not isinstance(result, bool):
-                status = result
-        except SystemExit as exc:
-            status = _status(exc)
+        status = _exit_status(main)
     captured = capsys.readouterr()
     return AppResult(status, captured.out, captured.err)
