@@ -289,7 +289,7 @@ def check_composes(parsed: Parsed) -> list[DictConfig]:
 
 
 #: What each runnable app gets appended so that it runs in seconds.
-TINY_DATA = ["data.train_size=64", "data.val_size=32", "data.test_size=32"]
+TINY_DATA = ["data.train_size=32", "data.val_size=16", "data.test_size=16"]
 TINY_APP = {
     "train": [*TINY, *TINY_DATA, "logger=csv"],
     "data": TINY_DATA,

@@ -28,7 +28,14 @@ def _setup() -> tuple[AffectModule, SyntheticDataModule]:
         train_size=32, val_size=16, test_size=16, batch_size=16, num_workers=0,
         image_size=48, in_chans=1, cache_dir=None,
     )  # fmt: skip
-    net = create_model("lightweight_cnn", num_classes=8, in_chans=1, input_size=48, width_mult=0.5)
+    net = create_model(
+        "lightweight_cnn",
+        num_classes=8,
+        in_chans=1,
+        input_size=48,
+        width_mult=0.25,
+        expansion_channels=32,
+    )
     module = AffectModule(
         net=net,
         loss=AffectLoss(),

@@ -35,7 +35,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DictConfig]
     from fersuite.training.run import train
 
     tmp = tmp_path_factory.mktemp("predictions")
-    fast = ["logger=none", "model=lightweight_cnn", "model.width_mult=0.5", "~callbacks.efficiency"]
+    fast = [
+        "logger=none",
+        "data.train_size=32",  # the test split (TEST_SIZE) is what is checked
+        "data.val_size=16",
+        "model=lightweight_cnn",
+        "model.width_mult=0.25",
+        "model.expansion_channels=32",
+        "~callbacks.efficiency",
+    ]
     cfg = _job(compose_train([*TINY, *fast], tmp))
     train(cfg)
     GlobalHydra.instance().clear()
