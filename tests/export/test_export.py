@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,14 +17,36 @@ from fersuite.deploy.onnx import OnnxModel
 from fersuite.deploy.verify import eval_face_batch
 from fersuite.errors import ExportError
 from fersuite.labels import CANONICAL_CLASSES
+from tests._helpers.apps import run_app
 from tests._helpers.export import FAST_ONNX
 from tests.conftest import run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
-pytestmark = pytest.mark.long(2)
+pytestmark = pytest.mark.long(1)
 
 #: The default exporter (auto: dynamo): this file is where the dynamo path is the subject.
 FAST = ExportSettings(latency_runs=2, latency_warmup=1, verify_faces=3, verify_batch=3)
+
+#: The smallest configuration of every zoo architecture that its constructor allows (the
+#: dynamo exporter's time grows with the graph's nodes): the smallest lightweight CNN (one
+#: bottleneck, 32x32), timm's smallest EfficientNet/MobileNet-family test model, MiT-b0 (the
+#: smallest variant) and EmoNet with one stack and one emotion block (64x64, its minimum).
+SMALLEST: dict[str, dict[str, Any]] = {
+    "lightweight_cnn": {
+        "arch": "lightweight_cnn",
+        "in_chans": 1,
+        "input_size": 32,
+        "bottlenecks": [[1, 8, 1, 2]],
+        "expansion_channels": 16,
+        "width_mult": 0.25,
+    },
+    "timm": {"arch": "timm", "name": "test_efficientnet", "in_chans": 1, "input_size": 32},
+    "mit_fer": ZOO["mit_fer"],
+    "emonet": {**ZOO["emonet"], "num_emo_blocks": 1},
+}
+assert set(SMALLEST) == set(ZOO)  # every architecture of the zoo
+TINY_CNN = SMALLEST["lightweight_cnn"]
+TINY_SHAPE = (1, 32, 32)
 
 
 def _assert_parity(net: torch.nn.Module, onnx_path: Path, x: torch.Tensor) -> None:
@@ -39,11 +62,18 @@ def _assert_parity(net: torch.nn.Module, onnx_path: Path, x: torch.Tensor) -> No
     assert float(ref.expression.std(dim=0).max()) > 1e-3
 
 
-@pytest.mark.parametrize("arch", sorted(ZOO))
-def test_every_zoo_architecture_exports_to_onnx_with_parity(arch: str, tmp_path: Path) -> None:
-    ckpt, net = make_checkpoint(tmp_path / "m.ckpt", ZOO[arch])
-    info = export_checkpoint(ckpt, FAST, tmp_path / "out")
+@pytest.fixture(scope="module", params=sorted(SMALLEST))
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Each architecture exported once with the default exporter: (arch, net, info, folder)."""
+    arch = request.param
+    tmp = tmp_path_factory.mktemp(f"export_{arch}")
+    ckpt, net = make_checkpoint(tmp / "m.ckpt", SMALLEST[arch])
+    info = export_checkpoint(ckpt, FAST, tmp / "out")
+    return arch, net, info, tmp / "out"
 
+
+def test_every_zoo_architecture_exports_to_onnx_with_parity(exported: Any) -> None:
+    arch, net, info, out = exported
     assert info["exporter"] == "dynamo" and info["fallback_reason"] is None
     assert info["opset"] == 18
     ver = info["verification"]
@@ -53,36 +83,36 @@ def test_every_zoo_architecture_exports_to_onnx_with_parity(arch: str, tmp_path:
     lat = info["latency_b1"]
     assert lat["ort_median_ms"] > 0 and lat["eager_median_ms"] > 0 and lat["threads"] == 1
 
-    sidecar = json.loads((tmp_path / "out" / "model.json").read_text())
+    sidecar = json.loads((out / "model.json").read_text())
     assert sidecar["class_names"] == list(CANONICAL_CLASSES)
     assert sidecar["output_names"] == ["expression", "valence", "arousal"]
-    assert sidecar["input"]["size"] == ZOO[arch]["input_size"]
-    assert sidecar["input"]["channels"] == ZOO[arch]["in_chans"]
+    assert sidecar["input"]["size"] == SMALLEST[arch]["input_size"]
+    assert sidecar["input"]["channels"] == SMALLEST[arch]["in_chans"]
     assert sidecar["input"]["mean"] == [0.5] and sidecar["input"]["std"] == [0.5]
     assert sidecar["opset"] == 18 and sidecar["exporter"] == "dynamo"
     assert len(sidecar["checkpoint_sha256"]) == 64
 
-    c, s = ZOO[arch]["in_chans"], ZOO[arch]["input_size"]
-    _assert_parity(net, tmp_path / "out" / "model.onnx", torch.randn(5, c, s, s))
+    c, s = SMALLEST[arch]["in_chans"], SMALLEST[arch]["input_size"]
+    _assert_parity(net, out / "model.onnx", torch.randn(5, c, s, s))
 
 
-def test_dynamic_batch_axis_is_declared(tmp_path: Path) -> None:
+def test_dynamic_batch_axis_is_declared(exported: Any) -> None:
     import onnx
 
-    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
-    export_checkpoint(ckpt, ExportSettings(verify=False, latency_runs=0), tmp_path)
-    model = onnx.load(str(tmp_path / "model.onnx"))
+    arch, _, _, out = exported
+    model = onnx.load(str(out / "model.onnx"))
     (inp,) = model.graph.input
     assert inp.name == "image"
     dims = inp.type.tensor_type.shape.dim
-    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 48, 48]
+    c, s = SMALLEST[arch]["in_chans"], SMALLEST[arch]["input_size"]
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [c, s, s]
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
 
 
 def test_legacy_exporter_and_automatic_fallback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ckpt, net = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
+    ckpt, net = make_checkpoint(tmp_path / "m.ckpt", TINY_CNN)
     legacy = export_checkpoint(
         ckpt, ExportSettings(exporter="legacy", latency_runs=0, verify_faces=2), tmp_path / "a"
     )
@@ -97,7 +127,7 @@ def test_legacy_exporter_and_automatic_fallback(
     assert auto["exporter"] == "legacy"
     assert auto["fallback_reason"] == "RuntimeError: unsupported operator aten::frobnicate"
     assert json.loads((tmp_path / "b" / "model.json").read_text())["exporter"] == "legacy"
-    _assert_parity(net, tmp_path / "b" / "model.onnx", torch.randn(2, 1, 48, 48))
+    _assert_parity(net, tmp_path / "b" / "model.onnx", torch.randn(2, *TINY_SHAPE))
 
     with pytest.raises(ExportError, match="dynamo ONNX exporter failed"):
         export_checkpoint(ckpt, ExportSettings(exporter="dynamo"), tmp_path / "c")
@@ -106,7 +136,7 @@ def test_legacy_exporter_and_automatic_fallback(
 def test_a_mismatch_fails_loudly_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
+    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", TINY_CNN)
     real_call = OnnxModel.__call__
 
     def off_by_a_bit(self: OnnxModel, x: torch.Tensor):  # type: ignore[no-untyped-def]
@@ -179,7 +209,8 @@ def test_bad_settings(kwargs: dict[str, object], match: str) -> None:
 @pytest.mark.subprocess
 def test_console_script(tmp_path: Path) -> None:
     # the default exporter (auto: dynamo): the one test that exports through the app with it
-    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", ZOO["lightweight_cnn"])
+    # (the smallest model: the entry point is the subject; the architectures are tested above)
+    ckpt, _ = make_checkpoint(tmp_path / "m.ckpt", TINY_CNN)
     exe = str(Path(sys.executable).parent / "fersuite-export")
     args = ["export.latency_runs=2", "export.latency_warmup=1", "export.verify_faces=2"]
     res = subprocess.run(
@@ -194,16 +225,17 @@ def test_console_script(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = (tmp_path / "logs" / "export" / "runs").iterdir()
     assert (run / "model.onnx").is_file() and (run / "model.json").is_file()
+    assert json.loads((run / "model.json").read_text())["exporter"] == "dynamo"
     assert "fersuite export" in res.stdout and "latency b1, ort" in res.stdout
 
-    bad = subprocess.run(
-        [exe, f"ckpt_path={tmp_path / 'missing.ckpt'}"],
+
+def test_a_missing_checkpoint_is_one_line_exit_2(tmp_path: Path) -> None:
+    # the app in-process (tests/_helpers/apps.py): the entry point is proven above
+    bad = run_app(
+        "fersuite-export",
+        [f"ckpt_path={tmp_path / 'missing.ckpt'}"],
         cwd=tmp_path,
         env=run_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
     )
     assert bad.returncode == 2  # bad input (fersuite.apps)
     assert (
