@@ -20,6 +20,12 @@ pytestmark = pytest.mark.long(3)
 
 EXE = str(Path(sys.executable).parent / "fersuite-train")
 
+#: Smaller still than TINY (after it on the command line, so these win): what these tests check
+#: (trials, failures, determinism, DDP) does not need more data.
+DATA = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=16"]
+#: The smallest model, where the model is not what is tested (a search's preset sets its own).
+SMALL = [*DATA, "model=lightweight_cnn", "model.width_mult=0.25", "model.expansion_channels=32"]
+
 
 def _run(
     tmp_path: Path, *args: str, timeout: int = 600, subprocess_: bool = False
@@ -80,6 +86,9 @@ def test_optuna_runs_two_trials(tmp_path: Path) -> None:
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=1",
         "callbacks.efficiency=null",
+        "callbacks.reports=null",
+        "test=false",
+        *DATA,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     sweeps = list((tmp_path / "logs" / "train" / "multiruns").glob("*"))
@@ -108,7 +117,7 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
     for name in ("a", "b"):
         d = tmp_path / name
         d.mkdir()
-        res = _run(d, "seed=7", "trainer.deterministic=true", "callbacks.efficiency=null")
+        res = _run(d, "seed=7", "trainer.deterministic=true", "callbacks.efficiency=null", *SMALL)
         assert res.returncode == 0, res.stderr[-3000:]
         (run,) = (d / "logs" / "train" / "runs").glob("*")
         results.append(_metrics(run))
@@ -124,7 +133,14 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
 @pytest.mark.subprocess
 def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     # a subprocess: Lightning's DDP launcher starts rank 1 by running the script again
-    res = _run(tmp_path, "trainer=ddp_cpu", "data.val_size=64", timeout=900, subprocess_=True)
+    res = _run(
+        tmp_path,
+        "trainer=ddp_cpu",
+        *SMALL,
+        "data.val_size=64",
+        timeout=900,
+        subprocess_=True,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     runs = list((tmp_path / "logs" / "train" / "runs").glob("*"))
     assert len(runs) == 1, f"Hydra run dir duplicated per rank: {runs}"
@@ -139,7 +155,7 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
 
     net, _ = load_model_from_checkpoint(run / "checkpoints" / "last.ckpt")
     dm = SyntheticDataModule(
-        train_size=96, val_size=64, test_size=48, num_workers=0, cache_dir=str(tmp_path / "cache")
+        train_size=32, val_size=64, test_size=16, num_workers=0, cache_dir=str(tmp_path / "cache")
     )
     dm.setup()
     correct = total = 0
@@ -165,6 +181,7 @@ def test_optuna_search_survives_a_failed_trial(tmp_path: Path) -> None:
         "callbacks.efficiency=null",
         "callbacks.reports=null",
         "test=false",
+        *DATA,
     )
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())

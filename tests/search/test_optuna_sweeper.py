@@ -215,34 +215,34 @@ def test_a_trial_that_fails_on_its_own_counts_toward_the_budget(
     assert tally(_study(sweep).trials) == Tally(complete=1, failed=1)
 
 
-@pytest.mark.parametrize(
-    ("change", "key"),
-    [
-        ("hydra.sweeper.direction=minimize", "hydra.sweeper.direction:"),
-        (
-            "hydra.sweeper.params={optimizer.lr:'tag(log, interval(0.001, 0.1))'}",
-            "hydra.sweeper.params.optimizer.lr:",
-        ),
-        ("seed=choice(1,2)", "search space key seed:"),
-    ],
-)
+#: A change of direction or of search space, and the key the refusal names.
+CHANGES = [
+    ("hydra.sweeper.direction=minimize", "hydra.sweeper.direction:"),
+    (
+        "hydra.sweeper.params={optimizer.lr:'tag(log, interval(0.001, 0.1))'}",
+        "hydra.sweeper.params.optimizer.lr:",
+    ),
+    ("seed=choice(1,2)", "search space key seed:"),
+]
+
+
 def test_a_resume_with_another_direction_or_space_is_refused(
-    change: str,
-    key: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # one stored study, each change refused against it (a refusal changes nothing stored)
     training = FakeTraining()
     monkeypatch.setattr(train_cli, "train", training)
     assert _search(tmp_path, monkeypatch, capsys, "hydra.sweeper.n_trials=1").status == 0
-    res = _search(tmp_path, monkeypatch, capsys, "hydra.sweeper.n_trials=2", change)
-    assert res.status == 2, res.err[-3000:]
-    (line,) = res.error_lines
-    assert line.startswith(f"fersuite-train: error: {key}"), line
-    assert "stored study 'mit_fer'" in line and "hydra.sweeper.study_name" in line
-    assert len(training.calls) == 1
-    assert len(_study(_sweep(tmp_path)).trials) == 1
+    for change, key in CHANGES:
+        res = _search(tmp_path, monkeypatch, capsys, "hydra.sweeper.n_trials=2", change)
+        assert res.status == 2, (change, res.err[-3000:])
+        (line,) = res.error_lines
+        assert line.startswith(f"fersuite-train: error: {key}"), line
+        assert "stored study 'mit_fer'" in line and "hydra.sweeper.study_name" in line
+        assert len(training.calls) == 1
+        assert len(_study(_sweep(tmp_path)).trials) == 1
 
 
 def test_a_sweep_dir_with_jobs_of_another_run_is_not_written_over(
