@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -223,22 +224,33 @@ def test_lock_is_reentrant_and_released(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-#: A run that holds its lock, forks a child that outlives it (as DataLoader workers do for a
-#: few seconds: they notice a dead parent only every 5 s) and is then SIGKILLed.
-_KILLED_WITH_A_CHILD = """
-import os, signal, sys, time
-from fersuite.runs import lock
-lock.acquire(sys.argv[1])
-child = os.fork()
-if child == 0:
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)  # the test reads the parent's output to its end: not the child's
-    os.dup2(null, 2)
-    time.sleep(60)
-    os._exit(0)
-print(child, flush=True)
-os.kill(os.getpid(), signal.SIGKILL)
-"""
+def _killed_with_a_child(run: Path) -> tuple[int, int]:
+    """A run that holds its lock, forks a child that outlives it (as DataLoader workers do for
+    a few seconds: they notice a dead parent only every 5 s) and is then SIGKILLed: a forked
+    child of this process (a process of its own, without a subprocess's start-up). Its exit
+    status and its child's pid."""
+    from fersuite.runs import lock
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the run: never returns
+        try:
+            os.close(read)
+            lock.acquire(run)
+            child = os.fork()
+            if child == 0:
+                os.close(write)  # the test reads the run's pipe to its end: not the child's
+                time.sleep(60)
+                os._exit(0)
+            os.write(write, f"{child}\n".encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    os.close(write)
+    with os.fdopen(read, "rb") as out:
+        said = out.read().decode()
+    _, raw = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(raw), int(said.split()[0])
 
 
 @pytest.mark.subprocess
@@ -246,15 +258,8 @@ def test_a_killed_runs_forked_children_do_not_hold_its_lock(tmp_path: Path) -> N
     from fersuite.runs import lock
 
     run = tmp_path / "run"
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_WITH_A_CHILD, str(run)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    child = int(killed.stdout.split()[0])
+    status, child = _killed_with_a_child(run)
+    assert status == -signal.SIGKILL, status
     try:
         state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
         assert state != "Z"  # the child lives on

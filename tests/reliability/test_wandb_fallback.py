@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, run_env
+from tests._helpers.fork import fork_app
+from tests.conftest import REPO, TINY, run_env
 
 
 def test_wandb_init_failure_falls_back_to_csv(cfg_factory, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -35,17 +35,19 @@ def test_wandb_init_failure_falls_back_to_csv(cfg_factory, monkeypatch, caplog) 
 @pytest.mark.smoke
 @pytest.mark.subprocess
 def test_online_wandb_without_network_trains_with_csv(tmp_path: Path) -> None:
-    # a subprocess: online W&B (its service process and settings are process-wide)
+    # a process of its own (a forked child, tests/_helpers/fork.py): online W&B (its service
+    # process and settings are process-wide)
     env = run_env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout
     env.update(
         WANDB_MODE="online",
         WANDB_API_KEY="0" * 40,  # invalid key
         WANDB_BASE_URL="http://127.0.0.1:9",  # nothing listens there: no network
-        WANDB_INIT_TIMEOUT="10",
+        WANDB_INIT_TIMEOUT="2",  # seconds W&B waits for its server before it gives up
     )
-    res = subprocess.run(
+    res = fork_app(
+        "fersuite-train",
         [
-            str(Path(sys.executable).parent / "fersuite-train"),
             *TINY,
             "model.name=test_resnet",
             "model.input_size=32",
@@ -54,10 +56,7 @@ def test_online_wandb_without_network_trains_with_csv(tmp_path: Path) -> None:
         ],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = sorted((tmp_path / "logs" / "train" / "runs").glob("*"))
