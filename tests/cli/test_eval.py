@@ -55,8 +55,7 @@ def _eval_both(ckpt: Path, data: list[str], tmp: Path) -> tuple[dict, dict]:
     from fersuite.evaluation import evaluate
     from fersuite.training.run import train
 
-    # no reports (plots: most of an evaluation's time; they log no metric)
-    common = [*data, f"ckpt_path={ckpt}", "logger=none", "~callbacks.reports"]
+    common = [*data, f"ckpt_path={ckpt}", "logger=none"]
     via_eval = evaluate(_compose("eval", common, tmp / "eval"))
     alias = ["train=false", *common]  # the model is the checkpoint's (model= is refused)
     via_alias = train(_compose("train", alias, tmp / "alias"))
