@@ -29,6 +29,17 @@ TINY_REAL = [
 ]
 
 
+#: The smallest model and no profiling/reports: what is tested is that each format loads and
+#: trains (the default callbacks are tested in tests/cli/test_train_smoke.py).
+SMALLEST = [
+    "model=lightweight_cnn",
+    "model.width_mult=0.25",
+    "model.expansion_channels=32",
+    "~callbacks.efficiency",
+    "~callbacks.reports",
+]
+
+
 def _script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -116,9 +127,9 @@ def test_fersuite_data_bad_input_is_one_line(tmp_path: Path) -> None:
 
 def _fixture(kind: str, root: Path) -> tuple[Written, list[str]]:
     if kind == "fer2013":
-        return write_fer2013(root, n_per_split=12), ["data=fer2013"]
+        return write_fer2013(root, n_per_split=8), ["data=fer2013"]
     if kind == "ferplus_soft":
-        fer = write_fer2013(root, n_per_split=16)
+        fer = write_fer2013(root, n_per_split=8)
         plus = write_ferplus(root, fer)
         return plus, [
             "data=fer2013",
@@ -126,10 +137,10 @@ def _fixture(kind: str, root: Path) -> tuple[Written, list[str]]:
             "data.ferplus_mode=soft",
         ]
     if kind == "affectnet":
-        return write_affectnet(root, n=32, n_test=16), ["data=affectnet"]
+        return write_affectnet(root, n=16, n_test=8), ["data=affectnet"]
     if kind == "rafdb":
-        return write_rafdb(root, n_train=28, n_test=14), ["data=rafdb"]
-    return write_folder(root, counts={"train": 24, "test": 12}), [
+        return write_rafdb(root, n_train=14, n_test=7), ["data=rafdb"]
+    return write_folder(root, counts={"train": 12, "test": 6}), [
         "data=folder",
         "data.va_csv=va.csv",
     ]
@@ -142,6 +153,7 @@ def test_train_smoke_on_each_format(tmp_path: Path, kind: str) -> None:
         tmp_path,
         "fersuite-train",
         *TINY_REAL,
+        *SMALLEST,
         *overrides,
         f"data.root={w.root}",
         "data.batch_size=8",

@@ -9,41 +9,61 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+import torch
 
 from fersuite.cli.eval import main as eval_main
 from fersuite.reporting.cross_dataset import COLUMNS, read_cross_csv
 from fersuite.reporting.sweep import write_sweep_report
 from tests._helpers.apps import call_app
-from tests.conftest import TINY, compose_train
+from tests._helpers.eval_run import eval_run
+from tests.export.helpers import TARGET, ZOO
 from tests.reporting.helpers import assert_valid_png
 
 #: Applied to every test set of the matrix (both synthetic configs have these keys).
 TEST_DATA = ["data.test_size=40", "data.num_workers=0", "data.eval_batch_size=20"]
 FAST = ["logger=none", "callbacks.progress_bar=null"]
+#: For an evaluation whose reports (plots: most of its time) no test reads.
+NO_REPORTS = ["~callbacks.reports"]
 
 
-def _train(tmp: Path, extra: list[str]) -> Path:
-    from fersuite.training.run import train
+#: The classes of data=synthetic_b (conf/data/synthetic_b.yaml): no contempt, no disgust.
+SIX = ["neutral", "happy", "sad", "surprise", "fear", "anger"]
 
-    base = [*TINY, "logger=none", "model=lightweight_cnn", "model.width_mult=0.5"]
-    cfg = compose_train([*base, *extra], tmp)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
-    GlobalHydra.instance().clear()
-    (ckpt,) = sorted((tmp / "run" / "checkpoints").glob("best-*.ckpt"))
-    return ckpt
+
+def _six_class_checkpoint(path: Path) -> Path:
+    """A checkpoint in fersuite-train's format of a model of the 6 classes of synthetic_b
+    (untrained: what is tested is that the classes it never learnt refuse its cells)."""
+    from fersuite.checkpoint import META_KEY, training_card
+    from fersuite.models.registry import create_model
+
+    model_cfg = ZOO["lightweight_cnn"]
+    torch.manual_seed(0)
+    net = create_model(num_classes=len(SIX), **model_cfg).eval()
+    card = training_card(
+        model_cfg={"_target_": TARGET, **model_cfg},
+        class_names=SIX,
+        has_va=False,
+        input_size=int(model_cfg["input_size"]),
+        in_chans=int(model_cfg["in_chans"]),
+        mean=(0.5,),
+        std=(0.5,),
+    )
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, META_KEY: card}, path)
+    return path
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two 8-class models (synthetic, different seeds) and a 6-class one (synthetic_b)."""
+def ckpts(
+    trained_run, fake_checkpoint, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """Two 8-class models: a trained one (the shared run of tests/_helpers/eval_run.py) and
+    an untrained one of another architecture width (tests/export/helpers.make_checkpoint);
+    and a 6-class one (the classes of synthetic_b)."""
     return {
-        "a": _train(tmp_path_factory.mktemp("a"), ["seed=1"]),
-        "b": _train(tmp_path_factory.mktemp("b"), ["seed=2", "data.seed=5"]),
-        "six": _train(tmp_path_factory.mktemp("six"), ["seed=3", "data=synthetic_b"]),
+        "a": eval_run(trained_run)[0],
+        "b": fake_checkpoint(ZOO["lightweight_cnn"]),
+        "six": _six_class_checkpoint(tmp_path_factory.mktemp("six") / "six.ckpt"),
     }
 
 
@@ -75,6 +95,7 @@ def test_matrix_cells_equal_single_evaluations(ckpts, tmp_path: Path, monkeypatc
         assert int(row["n"]) == sum(int(r["support"]) for r in per_class) > 0
         single = tmp_path / f"single{i}"
         one = [f"ckpt_path={row['checkpoint']}", f"data={row['dataset']}", *TEST_DATA]
+        one += NO_REPORTS  # only its metrics.json is compared
         res = _eval([*one, f"hydra.run.dir={single}"], tmp_path, monkeypatch, capsys)
         assert res.status == 0, res.err[-3000:]
         metrics = json.loads((single / "metrics.json").read_text())
@@ -110,7 +131,8 @@ def test_a_class_never_learnt_refuses_its_cell_only(
 ) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "matrix"
     six, a = ckpts["six"], ckpts["a"]
-    args = [f"ckpt_paths=[{six},{a}]", "datasets=[synthetic]", *TEST_DATA, f"hydra.run.dir={out}"]
+    args = [f"ckpt_paths=[{six},{a}]", "datasets=[synthetic]", *TEST_DATA, *NO_REPORTS]
+    args.append(f"hydra.run.dir={out}")
     res = _eval(args, tmp_path, monkeypatch, capsys)
     assert res.status == 0, res.err[-3000:]
     refused, tested = _rows(out / "cross_dataset.csv")

@@ -7,33 +7,22 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
 from fersuite.cli.eval import main as eval_main
 from fersuite.cli.export import main as export_main
 from fersuite.cli.train import main as train_main
 from tests._helpers.apps import call_app
-from tests.conftest import TINY, compose_train
+from tests._helpers.eval_run import RUN_DATA, eval_run
+from tests.conftest import TINY
 
-#: Not the defaults of data=synthetic: the default data config gives different figures.
-RUN_DATA = ["data.seed=3", "data.test_size=40", "data.difficulty=0.6"]
+#: The run's data (RUN_DATA): data.seed=3, data.test_size=40, data.difficulty=0.6.
+_ = RUN_DATA
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
-    from fersuite.training.run import train
-
-    tmp = tmp_path_factory.mktemp("trained")
-    cfg = compose_train(
-        [*TINY, *RUN_DATA, "logger=none", "model=lightweight_cnn", "model.width_mult=0.5"], tmp
-    )
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
-    GlobalHydra.instance().clear()
-    (ckpt,) = sorted((tmp / "run" / "checkpoints").glob("best-*.ckpt"))
-    return ckpt, json.loads((tmp / "run" / "metrics.json").read_text())
+def trained(trained_run) -> tuple[Path, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """The shared run of EVAL_RUN (trained on RUN_DATA): (best checkpoint, metrics.json)."""
+    return eval_run(trained_run)
 
 
 def _tests(metrics: dict[str, float]) -> dict[str, float]:
@@ -59,7 +48,8 @@ def test_data_overrides_apply_on_top_of_the_checkpoints_data(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
     ckpt, _ = trained
-    args = [f"ckpt_path={ckpt}", "logger=none", "data.test_size=24"]
+    # only run_info.json is read: no reports (plots, most of an evaluation's time)
+    args = [f"ckpt_path={ckpt}", "logger=none", "data.test_size=24", "~callbacks.reports"]
     args.append(f"hydra.run.dir={tmp_path / 'eval'}")
     res = call_app(eval_main, "fersuite-eval", args, tmp_path, monkeypatch, capsys)
     assert res.status == 0, res.err

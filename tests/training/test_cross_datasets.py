@@ -22,12 +22,17 @@ from tests._helpers.apps import call_app
 from tests.conftest import TINY, compose_train
 from tests.reporting.helpers import assert_valid_png
 
-#: A tiny model on tiny data; data.test_size applies to each test set too.
+#: The smallest model on tiny data (no profiling); data.test_size applies to each test set too.
 FAST = [
     *TINY,
+    "data.train_size=32",
+    "data.val_size=16",
+    "data.batch_size=16",
     "data.test_size=40",
     "model=lightweight_cnn",
-    "model.width_mult=0.5",
+    "model.width_mult=0.25",
+    "model.expansion_channels=32",
+    "~callbacks.efficiency",
     "logger=csv",
     "callbacks.progress_bar=null",
 ]
