@@ -115,6 +115,16 @@ def test_presets_run_on_fer2013_with_one_override(cfg_factory, study: str, tmp_p
     assert cfg.trainer.max_epochs == 20
 
 
+#: The fewest samples that still give every split a batch: the report, not the learning, is
+#: under test.
+SMALL_DATA = [
+    "data.train_size=16",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.batch_size=16",
+]
+
+
 @pytest.mark.smoke
 def test_study_multirun_writes_grouped_report_curves_and_pairs(tmp_path: Path) -> None:
     res = run_app(
@@ -123,8 +133,10 @@ def test_study_multirun_writes_grouped_report_curves_and_pairs(tmp_path: Path) -
             "--multirun",
             "experiment=study_lightweight",
             *TINY,
+            *SMALL_DATA,
             "trainer.max_epochs=2",
             "logger=csv",
+            "hydra.callbacks.sweep_report.after_each_job=false",
             "arm=lightweight_cnn_050,mobilenetv2_100",
             "seed=0,1",
         ],
