@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,6 @@ import pytest
 
 from fersuite.data.cache import MANIFEST, ArrayCache
 from fersuite.data.fer2013 import FER2013DataModule
-from tests.conftest import REPO
 from tests.data.fixtures import write_fer2013, write_ferplus
 
 
@@ -80,28 +77,37 @@ def test_other_parameters_get_their_own_cache(tmp_path: Path) -> None:
     assert len(_cache_dirs(cache)) == 4
 
 
-_CRASH = textwrap.dedent(
-    """
-    import os, sys
-    from fersuite.data import cache as c
-    from fersuite.data.fer2013 import FER2013DataModule
-    point = sys.argv[3]
-    if point == "rename":  # complete temporary directory, never renamed into place
-        c.os.rename = lambda a, b: os._exit(3)
-    elif point == "save":  # in the middle of the arrays
-        real = c.np.save
-        calls = []
-        def save(fh, arr, **kw):
-            calls.append(1)
-            if len(calls) == 2:
-                fh.write(b"partial")
-                fh.flush()
-                os._exit(3)
-            real(fh, arr, **kw)
-        c.np.save = save
-    FER2013DataModule(root=sys.argv[1], cache_dir=sys.argv[2], num_workers=0).setup()
-    """
-)
+def _crash_in_child(root: Path, cache: Path, point: str) -> int:
+    """Build the cache in a forked child that dies (``os._exit(3)``, no clean-up) at
+    ``point``: a process of its own killed mid-write, without a fresh interpreter's start-up;
+    the child's exit status."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            from fersuite.data import cache as c
+
+            if point == "rename":  # complete temporary directory, never renamed into place
+                c.os.rename = lambda a, b: os._exit(3)  # type: ignore[assignment]
+            elif point == "save":  # in the middle of the arrays
+                real = c.np.save
+                calls = []
+
+                def save(fh, arr, **kw):  # type: ignore[no-untyped-def]
+                    calls.append(1)
+                    if len(calls) == 2:
+                        fh.write(b"partial")
+                        fh.flush()
+                        os._exit(3)
+                    real(fh, arr, **kw)
+
+                c.np.save = save  # type: ignore[assignment]
+            FER2013DataModule(root=str(root), cache_dir=str(cache), num_workers=0).setup()
+            code = 0
+        finally:
+            os._exit(code)
+    _, raw = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(raw)
 
 
 @pytest.mark.parametrize("point", ["save", "rename"])
@@ -109,15 +115,7 @@ _CRASH = textwrap.dedent(
 def test_a_crash_mid_write_never_leaves_a_valid_looking_cache(tmp_path: Path, point: str) -> None:
     w = write_fer2013(tmp_path / "fer", n_per_split=6)
     cache = tmp_path / "cache"
-    res = subprocess.run(
-        [sys.executable, "-c", _CRASH, str(w.root), str(cache), point],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert res.returncode == 3, res.stderr[-2000:]
+    assert _crash_in_child(w.root, cache, point) == 3
     leftovers = list((cache / "fer2013").glob(".tmp-*"))
     assert len(leftovers) == 1 and not _cache_dirs(cache)
     dm = _dm(w.root, cache)
