@@ -1,14 +1,13 @@
-"""Sweeps and scale: presets, Optuna search, launchers, DDP on 2 CPU processes, reproducibility."""
+"""Sweeps and scale: presets, Optuna search, launchers, reproducibility (DDP on 2 CPU processes:
+tests/reliability/test_ddp_resume.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -18,33 +17,19 @@ from tests.conftest import TINY, run_env
 
 pytestmark = pytest.mark.long(3)
 
-EXE = str(Path(sys.executable).parent / "fersuite-train")
-
 #: Smaller still than TINY (after it on the command line, so these win): what these tests check
-#: (trials, failures, determinism, DDP) does not need more data.
+#: (trials, failures, determinism) does not need more data.
 DATA = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=16"]
 #: The smallest model, where the model is not what is tested (a search's preset sets its own).
 SMALL = [*DATA, "model=lightweight_cnn", "model.width_mult=0.25", "model.expansion_channels=32"]
 
 
-def _run(
-    tmp_path: Path, *args: str, timeout: int = 600, subprocess_: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """fersuite-train in-process, or the console script in a subprocess (``subprocess_``)."""
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """fersuite-train in-process."""
     flags = [a for a in args if a.startswith("--")]
     rest = [a for a in args if not a.startswith("--")]
-    if not subprocess_:
-        argv = [*flags, *TINY, "logger=csv", *rest]
-        return run_app("fersuite-train", argv, cwd=tmp_path, env=run_env(tmp_path))
-    return subprocess.run(
-        [EXE, *flags, *TINY, "logger=csv", *rest],
-        cwd=tmp_path,
-        env=run_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    argv = [*flags, *TINY, "logger=csv", *rest]
+    return run_app("fersuite-train", argv, cwd=tmp_path, env=run_env(tmp_path))
 
 
 def _compose_hydra(overrides: list[str]) -> object:
@@ -126,46 +111,6 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
     keys = [k for k in results[0] if k.startswith(("test/", "val/"))]
     assert keys
     assert {k: results[0][k] for k in keys} == {k: results[1][k] for k in keys}
-
-
-@pytest.mark.smoke
-@pytest.mark.ddp
-@pytest.mark.subprocess
-def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
-    # a subprocess: Lightning's DDP launcher starts rank 1 by running the script again
-    res = _run(
-        tmp_path,
-        "trainer=ddp_cpu",
-        *SMALL,
-        "data.val_size=64",
-        timeout=900,
-        subprocess_=True,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    runs = list((tmp_path / "logs" / "train" / "runs").glob("*"))
-    assert len(runs) == 1, f"Hydra run dir duplicated per rank: {runs}"
-    run = runs[0]
-    metrics = _metrics(run)
-    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
-    assert "last.ckpt" in ckpts and len(ckpts) == 2
-
-    # The synchronised DDP val accuracy equals a single-process evaluation of the checkpoint.
-    from fersuite.checkpoint import load_model_from_checkpoint
-    from fersuite.data.synthetic_datamodule import SyntheticDataModule
-
-    net, _ = load_model_from_checkpoint(run / "checkpoints" / "last.ckpt")
-    dm = SyntheticDataModule(
-        train_size=32, val_size=64, test_size=16, num_workers=0, cache_dir=str(tmp_path / "cache")
-    )
-    dm.setup()
-    correct = total = 0
-    with torch.no_grad():
-        for batch in dm.val_dataloader():
-            pred = net(batch["image"]).expression.argmax(1)
-            correct += int((pred == batch["expression"]).sum())
-            total += len(pred)
-    assert total == 64
-    assert metrics["val/acc"] == pytest.approx(correct / total, abs=1e-6)
 
 
 @pytest.mark.smoke
