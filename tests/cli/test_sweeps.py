@@ -15,7 +15,7 @@ from fersuite.config import CONFIG_DIR
 from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 
-pytestmark = pytest.mark.long(3)
+pytestmark = pytest.mark.long(0.7)
 
 #: Smaller still than TINY (after it on the command line, so these win): what these tests check
 #: (trials, failures, determinism) does not need more data.

@@ -13,7 +13,7 @@ import pytest
 from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 
-pytestmark = pytest.mark.long(2)
+pytestmark = pytest.mark.long(0.9)
 
 REQUIRED = [
     "test/acc",

@@ -126,6 +126,7 @@ SMALL_DATA = [
 
 
 @pytest.mark.smoke
+@pytest.mark.long(1.6)
 def test_study_multirun_writes_grouped_report_curves_and_pairs(tmp_path: Path) -> None:
     res = run_app(
         "fersuite-train",

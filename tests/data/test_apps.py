@@ -21,7 +21,7 @@ from tests.data.fixtures import (
     write_rafdb,
 )
 
-pytestmark = pytest.mark.long(2)
+pytestmark = pytest.mark.long(0.6)
 
 #: TINY without the synthetic-only keys.
 TINY_REAL = [

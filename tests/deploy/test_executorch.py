@@ -28,7 +28,7 @@ from fersuite.inference import load_predictor, predict_files
 from fersuite.types import AffectOutput
 from tests.export.helpers import ZOO, make_checkpoint
 
-pytestmark = pytest.mark.long(1)
+pytestmark = pytest.mark.long(0.9)
 
 #: lightweight_cnn with two bottlenecks and a 4096-wide expansion block (0.19 M parameters).
 SMALL_CNN = {

@@ -20,7 +20,7 @@ from tests.cli.test_eval import _compose
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
-pytestmark = pytest.mark.long(1)
+pytestmark = pytest.mark.long(0.3)
 
 FAST: dict[str, Any] = {
     "latency_runs": 0,

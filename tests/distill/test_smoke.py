@@ -13,7 +13,7 @@ from tests._helpers.apps import run_app
 from tests.conftest import TINY, run_env
 from tests.export.helpers import ZOO
 
-pytestmark = pytest.mark.long(1)
+pytestmark = pytest.mark.long(0.6)
 
 #: The smallest student (what is tested is the distillation, not the student's size).
 STUDENT = ["model=lightweight_cnn", "model.width_mult=0.25", "model.expansion_channels=32"]

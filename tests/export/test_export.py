@@ -22,7 +22,7 @@ from tests._helpers.export import FAST_ONNX
 from tests.conftest import run_env
 from tests.export.helpers import ZOO, make_checkpoint
 
-pytestmark = pytest.mark.long(1)
+pytestmark = pytest.mark.long(1.4)
 
 #: The default exporter (auto: dynamo): this file is where the dynamo path is the subject.
 FAST = ExportSettings(latency_runs=2, latency_warmup=1, verify_faces=3, verify_batch=3)

@@ -17,7 +17,7 @@ import torch
 from tests.conftest import REPO, TINY, run_env
 from tests.reliability.index_recorder import ENV as INDEX_ENV
 
-pytestmark = pytest.mark.long(2)
+pytestmark = pytest.mark.long(0.8)
 
 TRAIN = 96
 VAL = 64
