@@ -22,6 +22,17 @@ ZOO: dict[str, dict[str, Any]] = {
     "emonet": {"arch": "emonet", "in_chans": 3, "input_size": 64, "num_stacks": 1},
 }
 
+#: The smallest lightweight CNN (one bottleneck, 32x32, 8 classes): the tiniest model
+#: fersuite-export handles in seconds.
+TINY_CNN = {
+    "arch": "lightweight_cnn",
+    "in_chans": 1,
+    "input_size": 32,
+    "bottlenecks": [[1, 8, 1, 2]],
+    "expansion_channels": 16,
+    "width_mult": 0.25,
+}
+
 
 def _perturb(net: nn.Module, model_cfg: dict[str, Any], seed: int) -> None:
     """Make eval-mode outputs depend on the input: heads are randomised and the BatchNorm

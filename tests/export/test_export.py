@@ -20,7 +20,7 @@ from fersuite.labels import CANONICAL_CLASSES
 from tests._helpers.apps import run_app
 from tests._helpers.export import FAST_ONNX
 from tests.conftest import run_env
-from tests.export.helpers import ZOO, make_checkpoint
+from tests.export.helpers import TINY_CNN, ZOO, make_checkpoint
 
 pytestmark = pytest.mark.long(1.4)
 
@@ -32,20 +32,12 @@ FAST = ExportSettings(latency_runs=2, latency_warmup=1, verify_faces=3, verify_b
 #: bottleneck, 32x32), timm's smallest EfficientNet/MobileNet-family test model, MiT-b0 (the
 #: smallest variant) and EmoNet with one stack and one emotion block (64x64, its minimum).
 SMALLEST: dict[str, dict[str, Any]] = {
-    "lightweight_cnn": {
-        "arch": "lightweight_cnn",
-        "in_chans": 1,
-        "input_size": 32,
-        "bottlenecks": [[1, 8, 1, 2]],
-        "expansion_channels": 16,
-        "width_mult": 0.25,
-    },
+    "lightweight_cnn": TINY_CNN,
     "timm": {"arch": "timm", "name": "test_efficientnet", "in_chans": 1, "input_size": 32},
     "mit_fer": ZOO["mit_fer"],
     "emonet": {**ZOO["emonet"], "num_emo_blocks": 1},
 }
 assert set(SMALLEST) == set(ZOO)  # every architecture of the zoo
-TINY_CNN = SMALLEST["lightweight_cnn"]
 TINY_SHAPE = (1, 32, 32)
 
 

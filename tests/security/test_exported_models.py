@@ -28,18 +28,9 @@ from fersuite.cli.predict import main as predict_main
 from fersuite.data.synthetic import render_faces
 from tests._helpers.apps import AppResult, call_app
 from tests._helpers.export import FAST_ONNX
-from tests.export.helpers import make_checkpoint
+from tests.export.helpers import TINY_CNN, make_checkpoint
 from tests.security.apps import Victim
 
-#: The tiniest model fersuite-export handles in seconds (1 channel, 32x32, 8 classes).
-TINY_CNN = {
-    "arch": "lightweight_cnn",
-    "in_chans": 1,
-    "input_size": 32,
-    "bottlenecks": [[1, 8, 1, 2]],
-    "expansion_channels": 16,
-    "width_mult": 0.25,
-}
 SIDE, CLASSES = 32, 8
 
 

@@ -239,17 +239,6 @@ def test_a_plain_traced_model_loads_and_runs(tmp_path: Path) -> None:
     assert torch.allclose(out.expression, ref[0]) and torch.allclose(out.arousal, ref[2])
 
 
-#: The tiniest model fersuite-export handles in seconds (as in test_exported_models).
-TINY_CNN = {
-    "arch": "lightweight_cnn",
-    "in_chans": 1,
-    "input_size": 32,
-    "bottlenecks": [[1, 8, 1, 2]],
-    "expansion_channels": 16,
-    "width_mult": 0.25,
-}
-
-
 def test_fersuite_predict_refuses_the_crafted_archive_with_one_line(
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -262,7 +251,7 @@ def test_fersuite_predict_refuses_the_crafted_archive_with_one_line(
 
     from fersuite.data.synthetic import render_faces
     from fersuite.deploy.exporter import ExportSettings, export_checkpoint
-    from tests.export.helpers import make_checkpoint
+    from tests.export.helpers import TINY_CNN, make_checkpoint
 
     real = tmp_path_factory.mktemp("real")
     ckpt, _ = make_checkpoint(real / "m.ckpt", TINY_CNN, seed=3)
