@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import faulthandler
+import gc
 import importlib
 import logging
 import os
@@ -44,6 +45,22 @@ from tests._helpers.apps import MODULES, _status
 ENCODING = "utf-8"
 
 
+def fork() -> int:
+    """``os.fork()`` for a test process: its garbage is collected first and what is left is
+    frozen for the child (``gc.freeze``), so the child's collector never runs the destructor
+    of an object the test process made (an ONNX Runtime session left by an earlier test
+    destroys a condition variable that the parent's thread pool was waiting on: in the child,
+    without those threads, that wait never ends). The parent unfreezes after the fork."""
+    gc.collect()
+    gc.freeze()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork"
+        pid = os.fork()
+    if pid:
+        gc.unfreeze()
+    return pid
+
+
 def fork_app(
     app: str, args: list[str], cwd: Path, env: Mapping[str, str], timeout: float = 900.0
 ) -> subprocess.CompletedProcess[str]:
@@ -56,9 +73,7 @@ def fork_app(
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(Exception):
             stream.flush()  # nothing buffered here is written again by the child
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork"
-        pid = os.fork()
+    pid = fork()
     if pid == 0:  # the child: never returns
         code = 1
         try:

@@ -11,6 +11,7 @@ import pytest
 
 from fersuite.data.cache import MANIFEST, ArrayCache
 from fersuite.data.fer2013 import FER2013DataModule
+from tests._helpers.fork import fork
 from tests.data.fixtures import write_fer2013, write_ferplus
 
 
@@ -81,7 +82,7 @@ def _crash_in_child(root: Path, cache: Path, point: str) -> int:
     """Build the cache in a forked child that dies (``os._exit(3)``, no clean-up) at
     ``point``: a process of its own killed mid-write, without a fresh interpreter's start-up;
     the child's exit status."""
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:

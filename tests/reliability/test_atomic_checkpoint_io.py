@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fersuite.utils.io import AtomicCheckpointIO
+from tests._helpers.fork import fork
 
 
 def _half_write_then(action: str) -> str:
@@ -62,7 +63,7 @@ def test_sigkill_mid_write_never_leaves_a_readable_torn_checkpoint(tmp_path: Pat
         io.save_checkpoint({{"global_step": 2, "w": torch.zeros(1000)}}, {last!r})
         """
     )
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # the child never returns into pytest
         try:
             exec(script, {})

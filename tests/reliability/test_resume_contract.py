@@ -25,6 +25,7 @@ import torch
 from fersuite.cli.train import main as train_main
 from tests._helpers.apps import call_app
 from tests._helpers.artifacts import RESUME_RUN
+from tests._helpers.fork import fork
 
 #: TINY with 2 steps an epoch, only the callbacks that checkpoint, the CSV logger.
 RUN = RESUME_RUN
@@ -232,7 +233,7 @@ def _killed_with_a_child(run: Path) -> tuple[int, int]:
     from fersuite.runs import lock
 
     read, write = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # the run: never returns
         try:
             os.close(read)
