@@ -4,6 +4,11 @@ Each crafted card below (a checkpoint's ``fersuite`` metadata, and an exported m
 ``model.json`` sidecar) goes through ``fersuite-predict`` and ``fersuite-eval`` in-process:
 exit status 2, one line naming the file and the key, within seconds (the refusal comes before
 any model is built), and nothing outside the run changed.
+
+Every crafted file is refused by its reader directly (``checkpoint_card(read_checkpoint(path))``
+for a checkpoint, ``read_sidecar`` for an export: what every app calls first). In-process, each
+app refuses every file-level case (depth, size) of each file kind and, in turn, the card bounds:
+each bound goes through one (file kind, app) pair (an app call is a Hydra compose, ~1 s).
 """
 
 from __future__ import annotations
@@ -167,9 +172,6 @@ def _run(
             main, prog, warm[:2] if app == "predict" else warm[::2], run, monkeypatch, capsys
         )
         assert res.status == 2, res.err[-2000:]
-        start = time.perf_counter()  # the app's own time, warm, for a missing file (-s shows it)
-        call_app(main, prog, warm[:2] if app == "predict" else warm[::2], run, monkeypatch, capsys)
-        print(f"\n{app} with a missing file: {time.perf_counter() - start:.3f} s")
         shutil.rmtree(run / "w", ignore_errors=True)
         WARM.add(app)
     if app == "predict":
@@ -181,9 +183,82 @@ def _run(
     return res, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("app", sorted(APPS))
-@pytest.mark.parametrize("kind", ["checkpoint", "sidecar"])
+KINDS = ["checkpoint", "sidecar"]
+
+
+def _crafted(honest: dict[str, Path], case: str, kind: str, run: Path) -> tuple[Path, Path]:
+    """(the model file an app is given, the crafted file its refusal names)."""
+    if kind == "checkpoint":
+        run.mkdir()
+        model = _craft_checkpoint(honest, case, run / "bad.ckpt")
+        return model, model
+    model = _craft_sidecar(honest, case, run / "export")
+    return model, model.with_suffix(".json")
+
+
+def _key(case: str, kind: str) -> str:
+    """What the refusal of ``case`` names."""
+    if case == "huge_50MiB" and kind == "sidecar":
+        return "bytes"  # refused by its size, unread
+    if case == "deep_100000" and kind == "sidecar":
+        return "nested more than"
+    return CASES[case][1] if case in CASES else FILE_CASES[case]
+
+
+def _spy_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The class names of every torch module built from now on."""
+    built: list[str] = []
+    real = torch.nn.Module.__init__
+
+    def spy(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+        built.append(type(self).__name__)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", spy)
+    return built
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", [*CASES, *FILE_CASES])
+def test_each_crafted_file_is_refused_by_its_reader_before_any_model_is_built(
+    case: str, kind: str, honest: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What every app calls first on a checkpoint / an exported model's sidecar."""
+    from fersuite.checkpoint import checkpoint_card, read_checkpoint
+    from fersuite.errors import UserError
+    from fersuite.inference import read_sidecar
+
+    victim = Victim.make(tmp_path / "home")
+    before = victim.snapshot()
+    model, bad = _crafted(honest, case, kind, tmp_path / "run")
+    built = _spy_builds(monkeypatch)
+    start = time.perf_counter()
+    with pytest.raises(UserError) as err:
+        if kind == "checkpoint":
+            checkpoint_card(read_checkpoint(model), str(model))
+        else:
+            read_sidecar(model)
+    elapsed = time.perf_counter() - start
+    msg = str(err.value)
+    assert str(bad) in msg and _key(case, kind) in msg, msg
+    assert "\n" not in msg and len(msg) < 400, msg
+    assert not built, f"a model was built before the refusal: {built[:5]}"
+    assert elapsed < 5.0, f"refused after {elapsed:.2f} s"
+    victim.assert_untouched(before)
+
+
+#: in-process: every file-level case through every (file kind, app) pair; each card bound
+#: through one pair, the pairs in turn (each refuses two or three)
+APP_CELLS = [
+    (case, kind, app)
+    for i, case in enumerate([*CASES, *FILE_CASES])
+    for k, kind in enumerate(KINDS)
+    for a, app in enumerate(sorted(APPS))
+    if case in FILE_CASES or i % (len(KINDS) * len(APPS)) == k * len(APPS) + a
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "app"), APP_CELLS)
 def test_each_bound_is_refused_by_the_apps_before_any_model_is_built(
     case: str,
     kind: str,
@@ -196,20 +271,8 @@ def test_each_bound_is_refused_by_the_apps_before_any_model_is_built(
     victim = Victim.make(tmp_path / "home")
     before = victim.snapshot()
     run = tmp_path / "run"
-    if kind == "checkpoint":
-        run.mkdir()
-        model = bad = _craft_checkpoint(honest, case, run / "bad.ckpt")
-    else:
-        model = _craft_sidecar(honest, case, run / "export")
-        bad = model.with_suffix(".json")
-    built: list[str] = []
-    real = torch.nn.Module.__init__
-
-    def spy(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
-        built.append(type(self).__name__)
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.Module, "__init__", spy)
+    model, bad = _crafted(honest, case, kind, run)
+    built = _spy_builds(monkeypatch)
     res, elapsed = _run(app, model, honest, run, monkeypatch, capsys)
     print(f"\n{app}/{kind}/{case}: refused in {elapsed:.3f} s")  # pytest -s shows it
 
@@ -218,12 +281,7 @@ def test_each_bound_is_refused_by_the_apps_before_any_model_is_built(
     assert res.err.strip().splitlines() == res.error_lines, res.err[-3000:]
     line = res.error_lines[0]
     assert line.startswith(f"{APPS[app][1]}: error: {bad}"), line
-    key = CASES[case][1] if case in CASES else FILE_CASES[case]
-    if case == "huge_50MiB" and kind == "sidecar":
-        key = "bytes"  # refused by its size, unread
-    if case == "deep_100000" and kind == "sidecar":
-        key = "nested more than"
-    assert key in line, line
+    assert _key(case, kind) in line, line
     assert len(line) < 400 and "Traceback" not in res.err
     assert not built, f"a model was built before the refusal: {built[:5]}"
     assert not (run / "p.csv").exists()

@@ -3,6 +3,11 @@
 The quantised exports rebuild calibration images from the record a checkpoint carries
 (``fersuite.training_data``). Each crafted record below is handed to every export that reads
 it; each must be refused with one line and exit status 2, with nothing outside the run changed.
+
+Every payload is refused by the record's reader itself (:func:`recorded_data_config`, which
+every quantised export calls on the stored record); in-process, every payload goes through one
+quantised export and every export refuses two or more payloads (an app call is a Hydra
+compose: each payload through each export repeated the same refusal 21 times).
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from hypothesis import strategies as st
 
 from fersuite.checkpoint import META_KEY
 from fersuite.cli.export import main as export_main
-from fersuite.data.record import DataRecord, read_data_record
-from fersuite.errors import UntrustedFileError
+from fersuite.data.record import DataRecord, read_data_record, recorded_data_config
+from fersuite.errors import UntrustedFileError, UserError
 from tests._helpers.apps import call_app
 from tests.export.helpers import ZOO
 from tests.security.apps import Victim
@@ -61,19 +66,39 @@ def base_ckpt(fake_checkpoint) -> dict[str, Any]:  # type: ignore[no-untyped-def
 
 def _crafted(base: dict[str, Any], values: dict[str, Any], path: Path) -> Path:
     ckpt = dict(base)
-    ckpt[META_KEY] = {
-        **base[META_KEY],
-        "training_data": {
-            "target": SYNTH,
-            "values": {"train_size": 40, "val_size": 20, "test_size": 8, **values},
-        },
-    }
+    ckpt[META_KEY] = {**base[META_KEY], "training_data": _record(values)}
     torch.save(ckpt, path)
     return path
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def _record(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "target": SYNTH,
+        "values": {"train_size": 40, "val_size": 20, "test_size": 8, **values},
+    }
+
+
 @pytest.mark.parametrize("payload", sorted(PAYLOADS))
+def test_the_record_reader_refuses_every_crafted_record(
+    payload: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = Victim.make(tmp_path / "home")
+    before = victim.snapshot()
+    monkeypatch.setenv("FERSUITE_SECRET", "s3cr3t-value")
+    raw = _record(PAYLOADS[payload](victim))
+    with pytest.raises(UserError) as err:
+        recorded_data_config(raw, "some/m.ckpt")
+    msg = str(err.value)
+    assert msg.startswith("some/m.ckpt: ") and "training_data" in msg, msg
+    assert "\n" not in msg and "s3cr3t-value" not in msg, msg
+    victim.assert_untouched(before)
+
+
+#: payload -> the export that refuses it in-process: each payload once, each format twice or more
+CELLS = [(p, sorted(FORMATS)[i % len(FORMATS)]) for i, p in enumerate(sorted(PAYLOADS))]
+
+
+@pytest.mark.parametrize(("payload", "fmt"), CELLS)
 def test_every_quantised_export_refuses_a_crafted_data_record(
     payload: str,
     fmt: str,
