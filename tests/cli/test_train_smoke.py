@@ -40,6 +40,16 @@ SMALL = [
     "data.batch_size=16",
 ]
 
+#: No profiling or reports, the smallest model: for the in-process runs whose subject is not
+#: the default config.
+SMALLEST = [
+    "~callbacks.efficiency",
+    "~callbacks.reports",
+    "model=lightweight_cnn",
+    "model.width_mult=0.25",
+    "model.expansion_channels=32",
+]
+
 
 def _train(
     tmp_path: Path, *overrides: str, script: bool = False, module_entry: bool = False
@@ -88,7 +98,9 @@ def test_default_config_trains_as_console_script(tmp_path: Path) -> None:
 
 @pytest.mark.smoke
 def test_module_entry_without_loggers(tmp_path: Path) -> None:
-    res = _train(tmp_path, "logger=none", "loss=ce", module_entry=True)
+    # the smallest model, no profiling or reports: what is tested is the entry point and
+    # logger=none (the default callbacks are the console-script test's)
+    res = _train(tmp_path, "logger=none", "loss=ce", *SMALLEST, module_entry=True)
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = _run_dirs(tmp_path)
     assert not (run / "wandb").exists()
@@ -101,14 +113,17 @@ def multirun(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sweep dir of one 2-job multirun (mobilenetv2_100, resnet18), run once: the
     multirun test checks its jobs, the checkpoint test rebuilds resnet18 from job 1's."""
     root = tmp_path_factory.mktemp("multirun")
-    # ~callbacks.reports: the run reports (plots) are the console-script test's; the sweep
-    # report after each job stays on, as a multirun has it by default
+    # ~callbacks.reports/efficiency: the run reports (plots) and the profiling are the
+    # console-script test's; the sweep report is written once, at the end of the multirun (it
+    # never fails a sweep; tests/reporting/test_sweep_report.py tests it)
     res = _train(
         root,
         "--multirun",
         "model.name=mobilenetv2_100,resnet18",
         "logger=csv",
         "~callbacks.reports",
+        "~callbacks.efficiency",
+        "hydra.callbacks.sweep_report.after_each_job=false",
     )
     assert res.returncode == 0, res.stderr[-3000:]
     (sweep,) = _run_dirs(root, "multiruns")

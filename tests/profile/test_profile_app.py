@@ -120,7 +120,9 @@ def test_record_schema_from_the_composed_config(compose_profile) -> None:  # typ
 
 
 def test_num_classes_and_name_come_from_the_profile_keys(compose_profile) -> None:  # type: ignore[no-untyped-def]
-    base = ["model=lightweight_cnn", "profile.device=cpu", *FAST]
+    # the least timing, no activations: the params and names are what is checked
+    base = ["model=lightweight_cnn", "profile.device=cpu", *FAST, "profile.latency_runs=1"]
+    base += ["profile.latency_warmup=0", "profile.batch_size=1", "profile.activations=false"]
     (r8,) = profile_config(compose_profile(base))
     (r5,) = profile_config(compose_profile([*base, "profile.num_classes=5", "profile.name=lw5"]))
     assert r5["name"] == "lw5" and r5["num_classes"] == 5
