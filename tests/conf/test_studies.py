@@ -5,25 +5,49 @@ override, and a small study multirun writes the grouped report, the curves and t
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from joblib.externals.loky import reusable_executor
+from joblib.externals.loky.backend import context as loky_context
+from omegaconf import DictConfig, OmegaConf
 
 from fersuite.config import CONFIG_DIR
 from fersuite.profiling.macs import count_macs
 from tests._helpers.apps import run_app
-from tests.conftest import TINY, run_env
+from tests.conftest import TINY, compose_train, run_env
 from tests.reporting.helpers import assert_valid_png
 
 CONF = Path(CONFIG_DIR)
 STUDIES = ("study_zoo", "study_kd", "study_lightweight")
 
 
-def _arms(cfg_factory, study: str) -> list[str]:  # type: ignore[no-untyped-def]
-    cfg = cfg_factory([f"experiment={study}"])
-    return str(cfg.hydra.sweeper.params.arm).split(",")
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., DictConfig]]:
+    """``composed(study, arm=None)``: the train config of ``experiment=<study> [arm=<arm>]``,
+    composed once for the whole module (the tests only read it; a compose takes ~1 s)."""
+    root = tmp_path_factory.mktemp("composed")
+    cache: dict[tuple[str, str | None], DictConfig] = {}
+
+    def get(study: str, arm: str | None = None) -> DictConfig:
+        if (study, arm) not in cache:
+            overrides = [f"experiment={study}", *([f"arm={arm}"] if arm else [])]
+            cache[study, arm] = compose_train(overrides, root / f"{study}-{arm}")
+        return cache[study, arm]
+
+    yield get
+    GlobalHydra.instance().clear()
+
+
+def _arms(composed: Callable[..., DictConfig], study: str) -> list[str]:
+    return str(composed(study).hydra.sweeper.params.arm).split(",")
 
 
 def _model_macs(cfg) -> float:  # type: ignore[no-untyped-def]
@@ -32,20 +56,20 @@ def _model_macs(cfg) -> float:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("study", STUDIES)
-def test_every_swept_arm_composes_and_exists(cfg_factory, study: str) -> None:  # type: ignore[no-untyped-def]
-    cfg = cfg_factory([f"experiment={study}"])
+def test_every_swept_arm_composes_and_exists(composed, study: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = composed(study)
     assert cfg.task_name == study
     assert str(cfg.hydra.sweeper.params.seed) == "0,1,2"  # 3 seeds, aggregated by the report
     assert cfg.early_stopping.patience is not None  # stopped on validation
     assert cfg.hydra.launcher.n_jobs == 2  # two one-thread jobs on a 2-core CPU
-    for arm in _arms(cfg_factory, study):
+    for arm in _arms(composed, study):
         assert (CONF / "arm" / f"{arm}.yaml").is_file(), arm
-        job = cfg_factory([f"experiment={study}", f"arm={arm}"])
+        job = composed(study, arm)
         OmegaConf.to_container(job.model, resolve=True)
         assert job.data.train_size == 600 and job.data.difficulty == 0.5
 
 
-def test_zoo_arms_are_the_named_models(cfg_factory) -> None:  # type: ignore[no-untyped-def]
+def test_zoo_arms_are_the_named_models(composed) -> None:  # type: ignore[no-untyped-def]
     want = {
         "mit_fer_multiscale": ("mit_fer", {"fusion": "multiscale", "fusion_stride": 8}),
         "mit_fer_last": ("mit_fer", {"fusion": "last"}),
@@ -53,17 +77,15 @@ def test_zoo_arms_are_the_named_models(cfg_factory) -> None:  # type: ignore[no-
         "mobilenetv2_100": ("timm", {"name": "mobilenetv2_100"}),
         "resnet18": ("timm", {"name": "resnet18"}),
     }
-    assert _arms(cfg_factory, "study_zoo") == list(want)
+    assert _arms(composed, "study_zoo") == list(want)
     for arm, (arch, keys) in want.items():
-        m = cfg_factory(["experiment=study_zoo", f"arm={arm}"]).model
+        m = composed("study_zoo", arm).model
         assert m.arch == arch and m.in_chans == 1 and m.input_size == 48
         assert {k: m[k] for k in keys} == keys
 
 
-def test_kd_arms_train_the_same_student_four_ways(cfg_factory) -> None:  # type: ignore[no-untyped-def]
-    runs = {
-        a: cfg_factory(["experiment=study_kd", f"arm={a}"]) for a in _arms(cfg_factory, "study_kd")
-    }
+def test_kd_arms_train_the_same_student_four_ways(composed) -> None:  # type: ignore[no-untyped-def]
+    runs = {a: composed("study_kd", a) for a in _arms(composed, "study_kd")}
     assert list(runs) == ["labels_only", "kd_hinton", "kd_bounded_t4", "kd_bounded_t2"]
     for cfg in runs.values():
         assert cfg.model.arch == "mit_fer" and cfg.model.fusion_stride == 8
@@ -83,25 +105,25 @@ def test_kd_arms_train_the_same_student_four_ways(cfg_factory) -> None:  # type:
     assert runs["kd_hinton"].distill.teacher_outputs == "cached"
 
 
-def test_lightweight_pairs_are_matched_in_macs(cfg_factory) -> None:  # type: ignore[no-untyped-def]
-    cfg = cfg_factory(["experiment=study_lightweight"])
+def test_lightweight_pairs_are_matched_in_macs(composed) -> None:  # type: ignore[no-untyped-def]
+    cfg = composed("study_lightweight")
     pairs = [list(p) for p in cfg.hydra.callbacks.sweep_report.pairs]
-    arms = set(_arms(cfg_factory, "study_lightweight"))
+    arms = set(_arms(composed, "study_lightweight"))
     macs = {}
     for pair in pairs:
         for spec in pair:
             arm = spec.removeprefix("arm=")
             assert arm in arms, spec  # every compared group is swept
             if arm not in macs:
-                macs[arm] = _model_macs(cfg_factory(["experiment=study_lightweight", f"arm={arm}"]))
+                macs[arm] = _model_macs(composed("study_lightweight", arm))
     for a, b in (p for p in pairs if p[1].startswith("arm=mobilenetv2")):
         ratio = macs[b.removeprefix("arm=")] / macs[a.removeprefix("arm=")]
         assert 0.8 <= ratio <= 1.25, (a, b, ratio)
 
 
-def test_kd_pairs_name_swept_arms(cfg_factory) -> None:  # type: ignore[no-untyped-def]
-    cfg = cfg_factory(["experiment=study_kd"])
-    arms = set(_arms(cfg_factory, "study_kd"))
+def test_kd_pairs_name_swept_arms(composed) -> None:  # type: ignore[no-untyped-def]
+    cfg = composed("study_kd")
+    arms = set(_arms(composed, "study_kd"))
     specs = [s for p in cfg.hydra.callbacks.sweep_report.pairs for s in p]
     assert len(specs) == 10 and {s.removeprefix("arm=") for s in specs} == arms
 
@@ -125,8 +147,35 @@ SMALL_DATA = [
 ]
 
 
+@pytest.fixture
+def forkserver_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The joblib launcher's loky workers started by a fork server that imported the train
+    app once, instead of each worker being a fresh interpreter that imports it (~15 CPU-s of
+    torch, Lightning and timm each). The workers are still two processes of their own,
+    forked from a fresh interpreter (not from this test process): the jobs are pickled to
+    them, run there, and the report is gathered here, as with loky's own start method. The
+    executor and the fork server are stopped afterwards (no later loky use gets them). What
+    differs from loky's own start method: the app is imported once, in the fork server, not
+    once in each worker."""
+    monkeypatch.setattr(loky_context, "_DEFAULT_START_METHOD", "forkserver")
+    server = multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
+    monkeypatch.setattr(server, "_preload_modules", ["fersuite.cli.train"])
+    started_here = server._forkserver_pid is None
+    try:
+        yield
+    finally:
+        executor = reusable_executor._executor
+        if executor is not None:
+            executor.shutdown(wait=True)
+        if started_here and server._forkserver_pid is not None:
+            # its workers are gone; SIGTERM spares it the seconds of a clean interpreter exit
+            os.kill(server._forkserver_pid, signal.SIGTERM)
+            server._stop()
+
+
 @pytest.mark.smoke
 @pytest.mark.long(1.6)
+@pytest.mark.usefixtures("forkserver_workers")
 def test_study_multirun_writes_grouped_report_curves_and_pairs(tmp_path: Path) -> None:
     res = run_app(
         "fersuite-train",
