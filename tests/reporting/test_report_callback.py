@@ -135,6 +135,31 @@ def test_summary_update_without_a_run_is_a_no_op() -> None:
 def test_bad_stage_name_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"callbacks\.reports\.stages"):
         ReportCallback(stages=("train",))
+    with pytest.raises(ValueError, match=r"callbacks\.reports\.plots='no'; expected true or false"):
+        ReportCallback(plots="no")  # type: ignore[arg-type]
+
+
+def test_without_plots_the_report_is_the_same_but_draws_no_figure(tmp_path: Path) -> None:
+    module, dm = _setup(tmp_path)
+    cb = ReportCallback(output_dir=str(tmp_path / "run"), stages=("val", "test"), plots=False)
+    trainer = _trainer(tmp_path, cb)
+    trainer.fit(module, datamodule=dm)
+    trainer.test(module, datamodule=dm)
+
+    run = tmp_path / "run"
+    assert not list(run.glob("*.png"))
+    assert sorted(p.name for p in run.glob("*.csv")) == [
+        "per_class_test.csv",
+        "per_class_val.csv",
+        "predictions_test.csv",
+    ]
+    with open(run / "per_class_test.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["correct"]) for r in rows] == torch.diag(module.confusion["test"]).tolist()
+    assert cb.results["test/acc_neutral"] == pytest.approx(float(rows[0]["accuracy"]))
+    report = cb.reports["test"]
+    assert report.confusion_png is report.va_png is report.reliability_png is None
+    assert set(report.paths()) == {"per_class", "predictions"}
 
 
 def test_wandb_gets_charts_at_every_validation_and_at_test(tmp_path: Path) -> None:

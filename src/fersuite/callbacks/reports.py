@@ -200,6 +200,8 @@ class ReportCallback(L.Callback):
         output_dir: where to write; ``None`` uses ``trainer.default_root_dir``.
         stages: any of ``"val"`` and ``"test"``.
         log_to_wandb: also log images and the table to every ``WandbLogger``.
+        plots: draw the PNG figures (confusion matrix, valence/arousal scatter, reliability);
+            ``False`` writes the CSV files and metrics only (e.g. the jobs of a long search).
     """
 
     def __init__(
@@ -207,14 +209,18 @@ class ReportCallback(L.Callback):
         output_dir: str | None = None,
         stages: Sequence[str] = ("test",),
         log_to_wandb: bool = True,
+        plots: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(plots, bool):
+            raise ValueError(f"callbacks.reports.plots={plots!r}; expected true or false")
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ValueError(f"callbacks.reports.stages has {unknown}; expected any of {STAGES}")
         self.output_dir = output_dir
         self.stages = tuple(stages)
         self.log_to_wandb = log_to_wandb
+        self.plots = plots
         self.buffers = {s: _StageBuffer() for s in STAGES}
         self.reports: dict[str, RunReport] = {}
         #: Scalars merged into metrics.json by fersuite-train: ``<stage>/acc_<class>``.
@@ -402,7 +408,7 @@ class ReportCallback(L.Callback):
             names = tuple(f"class_{i}" for i in range(confusion.shape[0]))
         out_dir = Path(self.output_dir or trainer.default_root_dir)
         reliability = getattr(pl_module, "reliability", {}).get(stage)
-        report = write_run_report(out_dir, stage, confusion, names, va, reliability)
+        report = write_run_report(out_dir, stage, confusion, names, va, reliability, self.plots)
         if stage == "test":
             self.predictions = predictions
             if predictions is None:

@@ -56,7 +56,7 @@ class RunReport:
     """What :func:`write_run_report` wrote: file paths and the per-class rows."""
 
     stage: str
-    confusion_png: Path
+    confusion_png: Path | None
     per_class_csv: Path
     va_png: Path | None
     per_class: list[dict[str, Any]] = field(default_factory=list)
@@ -65,7 +65,9 @@ class RunReport:
     predictions_csv: Path | None = None
 
     def paths(self) -> dict[str, Path]:
-        out = {"confusion": self.confusion_png, "per_class": self.per_class_csv}
+        out = {"per_class": self.per_class_csv}
+        if self.confusion_png is not None:
+            out["confusion"] = self.confusion_png
         if self.va_png is not None:
             out["va_scatter"] = self.va_png
         if self.reliability_png is not None:
@@ -82,6 +84,7 @@ def write_run_report(
     class_names: Sequence[str],
     va: VAPairs | None = None,
     reliability: Any = None,
+    plots: bool = True,
 ) -> RunReport:
     """Write ``confusion_<stage>.png``, ``per_class_<stage>.csv`` and (with VA pairs)
     ``va_<stage>.png`` into ``out_dir``.
@@ -89,16 +92,19 @@ def write_run_report(
     ``confusion`` is a (C, C) count matrix, rows = true class, columns = prediction, in the
     order of ``class_names``. ``reliability`` (confidence bins, see
     :func:`~fersuite.reporting.plots.save_reliability_png`) adds ``reliability_<stage>.png``.
+    ``plots=False``: the CSV only, no figure (drawing them is most of a small run's report).
     """
     out = Path(out_dir)
     rows = per_class_rows(confusion, class_names)
-    conf_png = save_confusion_png(
-        confusion, class_names, out / f"confusion_{stage}.png", title=f"{stage} confusion"
-    )
+    conf_png = None
+    if plots:
+        conf_png = save_confusion_png(
+            confusion, class_names, out / f"confusion_{stage}.png", title=f"{stage} confusion"
+        )
     csv_path = out / f"per_class_{stage}.csv"
     write_csv(csv_path, rows, PER_CLASS_COLUMNS)
     va_png = None
-    if va is not None and len(va) > 0:
+    if plots and va is not None and len(va) > 0:
         va_png = save_va_scatter_png(
             va.pred_valence,
             va.true_valence,
@@ -108,7 +114,7 @@ def write_run_report(
             title=f"{stage}: prediction vs. truth",
         )
     rel_png = None
-    if reliability is not None:
+    if plots and reliability is not None:
         rel_png = save_reliability_png(
             reliability, out / f"reliability_{stage}.png", title=f"{stage} reliability"
         )
