@@ -31,7 +31,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Overrides that make a training run take seconds on 2 CPU cores.
+#: Overrides that make a training run take seconds on 2 CPU cores. The run report's figures are
+#: not drawn (callbacks.reports.plots=false; drawing them was a tenth to a third of such a run):
+#: the tests that check them turn them on, and the default config's runs draw them.
 TINY = [
     "trainer.max_epochs=1",
     "data.train_size=96",
@@ -44,6 +46,7 @@ TINY = [
     "callbacks.efficiency.throughput_batch=4",
     "callbacks.efficiency.throughput_runs=1",
     "callbacks.efficiency.warmup_batches=1",
+    "callbacks.reports.plots=false",
 ]
 
 

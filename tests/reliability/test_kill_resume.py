@@ -8,9 +8,9 @@ state, non-finite guard) and the default two loader worker processes: the set a 
 Each run is a process of its own: a forked child of the test process (tests/_helpers/fork.py,
 without a subprocess's ~10 s of start-up), and one of them (``REAL_CASE``'s killed run) the
 ``fersuite-train`` console script itself. The report's figures (PNG files: nothing here reads
-them, and drawing them was a tenth of a run's time) are drawn as blank images
-(:func:`_blank_figures`); the report callback itself runs, and its per-class accuracies are in
-the metrics.json compared.
+them, and drawing them was a tenth of a run's time) are not drawn
+(``callbacks.reports.plots=false``); the report callback itself runs, and its per-class
+accuracies are in the metrics.json compared.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -55,6 +53,7 @@ RUN = [
     "callbacks.efficiency.throughput_batch=2",
     "callbacks.efficiency.throughput_runs=1",
     "callbacks.efficiency.warmup_batches=1",
+    "callbacks.reports.plots=false",  # the report's CSVs and metrics, no figures (not compared)
     "+callbacks.killer._target_=tests.reliability.killer.KillAtStep",
 ]
 STEPS = 6
@@ -128,36 +127,12 @@ _WARM_IMPORTS = (
     "fersuite.modules.schedulers",
     "fersuite.profiling.summary",
 )
-#: The report's figures (fersuite.reporting.run_report), drawn blank by every run here.
-_FIGURES = ("save_confusion_png", "save_va_scatter_png", "save_reliability_png")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _blank_figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every run of this module (the forked ones inherit it) writes each figure of its report
-    as a blank 1x1 PNG instead of drawing it with matplotlib: the figures are no part of what a
-    resume must restore (they are drawn from the test predictions, whose per-class accuracies
-    metrics.json holds), and nothing here reads them. The real console-script run is killed
-    long before its report."""
-    from PIL import Image
-
-    import fersuite.reporting.run_report as run_report
-
-    blank = tmp_path_factory.mktemp("blank") / "blank.png"
-    Image.new("L", (1, 1)).save(blank)
-    data = blank.read_bytes()
-
-    def figure(*args: Any, **kwargs: Any) -> Path:
-        (path,) = [Path(a) for a in (*args, *kwargs.values()) if str(a).endswith(".png")]
-        path.write_bytes(data)
-        return path
-
+def _warm_imports() -> None:
     for name in _WARM_IMPORTS:
         importlib.import_module(name)
-    with pytest.MonkeyPatch.context() as mp:
-        for name in _FIGURES:
-            mp.setattr(run_report, name, figure)
-        yield
 
 
 def _runs(root: Path) -> list[Path]:

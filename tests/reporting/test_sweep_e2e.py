@@ -16,7 +16,13 @@ from tests.reporting.helpers import assert_valid_png
 def test_training_multirun_with_a_failing_job_is_reported(tmp_path: Path) -> None:
     res = run_app(
         "fersuite-train",
-        ["--multirun", *TINY, "logger=csv", "model.name=mobilenetv2_100,not_a_model"],
+        [
+            "--multirun",
+            *TINY,
+            "callbacks.reports.plots=true",
+            "logger=csv",
+            "model.name=mobilenetv2_100,not_a_model",
+        ],
         cwd=tmp_path,
         env=run_env(tmp_path),
     )
