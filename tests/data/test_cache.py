@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -78,52 +79,86 @@ def test_other_parameters_get_their_own_cache(tmp_path: Path) -> None:
     assert len(_cache_dirs(cache)) == 4
 
 
-def _crash_in_child(root: Path, cache: Path, point: str) -> int:
-    """Build the cache in a forked child that dies (``os._exit(3)``, no clean-up) at
-    ``point``: a process of its own killed mid-write, without a fresh interpreter's start-up;
-    the child's exit status."""
+#: Where the forked writer dies: in the middle of the arrays (``save``), or with its complete
+#: temporary directory never renamed into place (``rename``).
+CRASH_POINTS = ("save", "rename")
+
+
+def _build_then_crash(root: Path, cache: Path, point: str) -> None:
+    """In a forked process: build the cache and die (``os._exit(3)``, no clean-up) at
+    ``point``; never returns."""
+    code = 1
+    try:
+        from fersuite.data import cache as c
+
+        if point == "rename":  # complete temporary directory, never renamed into place
+            c.os.rename = lambda a, b: os._exit(3)  # type: ignore[assignment]
+        elif point == "save":  # in the middle of the arrays
+            real = c.np.save
+            calls = []
+
+            def save(fh, arr, **kw):  # type: ignore[no-untyped-def]
+                calls.append(1)
+                if len(calls) == 2:
+                    fh.write(b"partial")
+                    fh.flush()
+                    os._exit(3)
+                real(fh, arr, **kw)
+
+            c.np.save = save  # type: ignore[assignment]
+        FER2013DataModule(root=str(root), cache_dir=str(cache), num_workers=0).setup()
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _crash_in_children(root: Path, caches: dict[str, Path]) -> dict[str, int]:
+    """For each crash point, build the cache ``caches[point]`` in a process of its own killed
+    mid-write at that point (without a fresh interpreter's start-up); each one's exit status.
+
+    The test process forks once (``fork()`` first collects its garbage: seconds in a worker
+    that has run many tests); that child, whose objects are frozen, forks one writer per
+    point (cheaply) and passes their exit statuses back through a pipe."""
+    read, write = os.pipe()
     pid = fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
-            from fersuite.data import cache as c
-
-            if point == "rename":  # complete temporary directory, never renamed into place
-                c.os.rename = lambda a, b: os._exit(3)  # type: ignore[assignment]
-            elif point == "save":  # in the middle of the arrays
-                real = c.np.save
-                calls = []
-
-                def save(fh, arr, **kw):  # type: ignore[no-untyped-def]
-                    calls.append(1)
-                    if len(calls) == 2:
-                        fh.write(b"partial")
-                        fh.flush()
-                        os._exit(3)
-                    real(fh, arr, **kw)
-
-                c.np.save = save  # type: ignore[assignment]
-            FER2013DataModule(root=str(root), cache_dir=str(cache), num_workers=0).setup()
+            os.close(read)
+            gc.disable()  # no collection of the test process's objects here
+            statuses = {}
+            for point, cache in caches.items():
+                writer = fork()
+                if writer == 0:
+                    _build_then_crash(root, cache, point)
+                gc.freeze()  # what fork() unfroze: the next fork() collects only what is new
+                _, raw = os.waitpid(writer, 0)
+                statuses[point] = os.waitstatus_to_exitcode(raw)
+            os.write(write, json.dumps(statuses).encode())
             code = 0
         finally:
             os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        answer = fh.read()
     _, raw = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(raw)
+    assert os.waitstatus_to_exitcode(raw) == 0, answer
+    return json.loads(answer)
 
 
-@pytest.mark.parametrize("point", ["save", "rename"])
 @pytest.mark.subprocess
-def test_a_crash_mid_write_never_leaves_a_valid_looking_cache(tmp_path: Path, point: str) -> None:
+def test_a_crash_mid_write_never_leaves_a_valid_looking_cache(tmp_path: Path) -> None:
     w = write_fer2013(tmp_path / "fer", n_per_split=6)
-    cache = tmp_path / "cache"
-    assert _crash_in_child(w.root, cache, point) == 3
-    leftovers = list((cache / "fer2013").glob(".tmp-*"))
-    assert len(leftovers) == 1 and not _cache_dirs(cache)
-    dm = _dm(w.root, cache)
-    dm.setup()
-    _assert_matches(dm, w)
-    assert len(_cache_dirs(cache)) == 1
-    assert not list((cache / "fer2013").glob(".tmp-*"))  # the dead process's leftovers
+    caches = {point: tmp_path / f"cache-{point}" for point in CRASH_POINTS}
+    assert _crash_in_children(w.root, caches) == dict.fromkeys(CRASH_POINTS, 3)
+    for point, cache in caches.items():
+        leftovers = list((cache / "fer2013").glob(".tmp-*"))
+        assert len(leftovers) == 1 and not _cache_dirs(cache), point
+        dm = _dm(w.root, cache)
+        dm.setup()
+        _assert_matches(dm, w)
+        assert len(_cache_dirs(cache)) == 1, point
+        assert not list((cache / "fer2013").glob(".tmp-*")), point  # the dead process's leftovers
 
 
 def test_an_exception_mid_write_leaves_nothing(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import lightning.pytorch as L
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from fersuite.checkpoint import load_model_from_checkpoint, training_card
 from fersuite.distill.teacher import load_teacher
 from fersuite.errors import ConfigError, PretrainedWeightsError
 from fersuite.models.emonet import EmoNet
 from fersuite.modules.distill_module import DistillationModule, build_distill_module
+from tests.conftest import compose_train
 from tests.distill.helpers import distill_overrides, write_teacher_ckpt
 
 
-def _build(cfg_factory, teacher_ckpt: Path, *extra: str):  # type: ignore[no-untyped-def]
-    cfg = cfg_factory(distill_overrides(teacher_ckpt, *extra))
+def _build(composed, *values: str, groups: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """(config, datamodule, module) of the distillation config composed with ``groups``
+    (config-group overrides, e.g. ``loss=ce_va``) and the value overrides ``values`` set on
+    a copy of it, each to the value Hydra's override parser gives it."""
+    cfg = copy.deepcopy(composed(*groups))
+    for override in OverridesParser.create().parse_overrides(list(values)):
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
     dm = instantiate(cfg.data)
     module = build_distill_module(cfg, dm)
     return cfg, dm, module
@@ -38,8 +48,6 @@ def _trainer(tmp_path: Path, epochs: int = 1) -> L.Trainer:
 
 
 def _meta(cfg, dm) -> dict:  # type: ignore[no-untyped-def]
-    from omegaconf import OmegaConf
-
     return training_card(
         model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
         class_names=tuple(dm.class_names),
@@ -51,17 +59,35 @@ def _meta(cfg, dm) -> dict:  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.fixture
-def teacher_ckpt(tmp_path: Path) -> Path:
-    path = tmp_path / "teacher.ckpt"
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The teacher every test distils from (read-only: the tests load it, never write it)."""
+    path = tmp_path_factory.mktemp("teacher") / "teacher.ckpt"
     write_teacher_ckpt(path)
     return path
 
 
+@pytest.fixture(scope="module")
+def composed(teacher_ckpt: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``composed(*groups)``: the distillation config (distill_overrides) composed once per
+    module for each list of config-group overrides (composing takes most of a build). Read
+    it only: :func:`_build` works on a copy."""
+    base = tmp_path_factory.mktemp("distill_cfg")
+    made: dict[tuple[str, ...], DictConfig] = {}
+
+    def get(*groups: str) -> DictConfig:
+        if groups not in made:
+            made[groups] = compose_train(distill_overrides(teacher_ckpt, *groups), base)
+            GlobalHydra.instance().clear()
+        return made[groups]
+
+    return get
+
+
 def test_teacher_is_frozen_unregistered_and_outside_the_optimizer(
-    cfg_factory, teacher_ckpt: Path
+    composed,
 ) -> None:  # type: ignore[no-untyped-def]
-    _, _, module = _build(cfg_factory, teacher_ckpt, "scheduler=none")
+    _, _, module = _build(composed, groups=("scheduler=none",))
     assert isinstance(module, DistillationModule)
     teacher = module.teacher
     module.train()
@@ -77,8 +103,8 @@ def test_teacher_is_frozen_unregistered_and_outside_the_optimizer(
     assert teacher.input_spec.size == 64 and module.student_spec.size == 48
 
 
-def test_gradients_reach_the_student_only(cfg_factory, teacher_ckpt: Path) -> None:  # type: ignore[no-untyped-def]
-    _, dm, module = _build(cfg_factory, teacher_ckpt)
+def test_gradients_reach_the_student_only(composed) -> None:  # type: ignore[no-untyped-def]
+    _, dm, module = _build(composed)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     module.train()
@@ -91,9 +117,9 @@ def test_gradients_reach_the_student_only(cfg_factory, teacher_ckpt: Path) -> No
 
 
 def test_training_leaves_the_teacher_unchanged_and_saves_a_plain_student(
-    cfg_factory, teacher_ckpt: Path, tmp_path: Path
+    composed, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    cfg, dm, module = _build(cfg_factory, teacher_ckpt)
+    cfg, dm, module = _build(composed, "data.train_size=16")  # one step changes the student
     module.checkpoint_meta = _meta(cfg, dm)
     before_teacher = {k: v.clone() for k, v in module.teacher.net.state_dict().items()}
     before_student = {k: v.clone() for k, v in module.net.state_dict().items()}
@@ -134,10 +160,8 @@ def test_training_leaves_the_teacher_unchanged_and_saves_a_plain_student(
     assert set(module.teacher_values) == {"val", "test"}
 
 
-def test_feature_hint_trains_an_adapter_kept_out_of_the_student(
-    cfg_factory, teacher_ckpt: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
-    cfg, dm, module = _build(cfg_factory, teacher_ckpt, "loss.hint_weight=0.5")
+def test_feature_hint_trains_an_adapter_kept_out_of_the_student(composed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg, dm, module = _build(composed, "loss.hint_weight=0.5", "data.train_size=16")
     assert module.hint is not None
     module.checkpoint_meta = _meta(cfg, dm)
     trainer = _trainer(tmp_path)
@@ -151,21 +175,21 @@ def test_feature_hint_trains_an_adapter_kept_out_of_the_student(
     load_model_from_checkpoint(path)
 
 
-def test_bad_settings_fail_with_their_key(cfg_factory, teacher_ckpt: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_settings_fail_with_their_key(composed, teacher_ckpt: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=r"distill\.teacher_ckpt is required"):
-        _build(cfg_factory, teacher_ckpt, "distill.teacher_ckpt=null")
+        _build(composed, "distill.teacher_ckpt=null")
     with pytest.raises(ConfigError, match=r"distill\.teacher_ckpt=.*file not found"):
-        _build(cfg_factory, teacher_ckpt.with_name("nope.ckpt"))
+        _build(composed, f"distill.teacher_ckpt={teacher_ckpt.with_name('nope.ckpt')}")
     with pytest.raises(ValueError, match=r"distill\.teacher_outputs='sometimes'"):
-        _build(cfg_factory, teacher_ckpt, "distill.teacher_outputs=sometimes")
+        _build(composed, "distill.teacher_outputs=sometimes")
     with pytest.raises(ConfigError, match="loss=kd"):
-        _build(cfg_factory, teacher_ckpt, "loss=ce_va")
+        _build(composed, groups=("loss=ce_va",))
     with pytest.raises(ValueError, match="hint_weight"):
-        _build(cfg_factory, teacher_ckpt, "loss.hint_weight=1", "distill.teacher_outputs=cached")
+        _build(composed, "loss.hint_weight=1", "distill.teacher_outputs=cached")
 
 
-def test_task_distill_selects_the_kd_loss(cfg_factory, teacher_ckpt: Path) -> None:  # type: ignore[no-untyped-def]
-    cfg = cfg_factory(distill_overrides(teacher_ckpt))
+def test_task_distill_selects_the_kd_loss(composed) -> None:  # type: ignore[no-untyped-def]
+    cfg = composed()
     assert cfg.task.name == "distill"
     assert cfg.loss._target_ == "fersuite.losses.DistillationLoss"
     assert cfg.distill.teacher_outputs == "live"
@@ -198,13 +222,11 @@ def test_emonet_teacher_infers_its_classes_and_input(tmp_path: Path) -> None:
 
 
 def test_the_live_teacher_sees_the_batch_augmented_and_mixed_images(
-    cfg_factory, teacher_ckpt: Path, tmp_path: Path
+    composed, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     from fersuite.distill.adapt import adapt_images
 
-    _, dm, module = _build(
-        cfg_factory, teacher_ckpt, "data.augment.device=batch", "data.augment.mixup=0.4"
-    )
+    _, dm, module = _build(composed, "data.augment.device=batch", "data.augment.mixup=0.4")
     student_in: list[torch.Tensor] = []
     teacher_in: list[torch.Tensor] = []
     module.net.register_forward_pre_hook(

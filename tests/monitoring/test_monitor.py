@@ -15,11 +15,11 @@ from fersuite.monitoring import monitor_direction, optuna_direction
 from tests.conftest import TINY
 
 #: Three epochs (three distinct values: the best of one direction is never the other's) of the
-#: smallest run: 2 training steps an epoch, one validation batch, the narrowest CNN.
+#: smallest run: 1 training step an epoch, one validation batch, the narrowest CNN.
 RUN = [
     *TINY,
     "trainer.max_epochs=3",
-    "data.train_size=32",
+    "data.train_size=16",
     "data.val_size=16",
     "data.test_size=16",
     "data.batch_size=16",

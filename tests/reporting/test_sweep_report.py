@@ -359,6 +359,8 @@ def test_multirun_end_uploads_the_report_as_a_wandb_table(
     from hydra.types import RunMode
 
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # no list of the installed packages sent with the run (~1 s; no assertion reads it)
+    monkeypatch.setenv("WANDB_X_SAVE_REQUIREMENTS", "false")
     cfg = OmegaConf.create(
         {
             "hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(train_sweep)}},
