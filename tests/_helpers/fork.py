@@ -46,12 +46,13 @@ ENCODING = "utf-8"
 
 
 def fork() -> int:
-    """``os.fork()`` for a test process: its garbage is collected first and what is left is
-    frozen for the child (``gc.freeze``), so the child's collector never runs the destructor
-    of an object the test process made (an ONNX Runtime session left by an earlier test
-    destroys a condition variable that the parent's thread pool was waiting on: in the child,
-    without those threads, that wait never ends). The parent unfreezes after the fork."""
-    gc.collect()
+    """``os.fork()`` for a test process: every object it has, garbage included, is frozen for
+    the child (``gc.freeze``: the permanent generation, which no collection visits), so the
+    child's collector never runs the destructor of an object the test process made (an ONNX
+    Runtime session left by an earlier test destroys a condition variable that the parent's
+    thread pool was waiting on: in the child, without those threads, that wait never ends).
+    The parent unfreezes after the fork and collects its garbage as before. (No
+    ``gc.collect()`` first: late in a suite that scan of millions of objects took seconds.)"""
     gc.freeze()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork"
