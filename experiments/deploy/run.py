@@ -61,6 +61,11 @@ MODELS: dict[str, ModelSpec] = {
     "mbv2_48": ModelSpec(
         "mobilenetv2_100, 48x48 gray", ("model=timm", "model.name=mobilenetv2_100")
     ),
+    "mbv2_96": ModelSpec(
+        "mobilenetv2_100, 96x96 gray (the 48x48 faces upscaled)",
+        ("model=timm", "model.name=mobilenetv2_100", "model.input_size=96"),
+    ),
+    "resnet18_48": ModelSpec("ResNet-18, 48x48 gray", ("model=timm", "model.name=resnet18")),
     "mbv2_224": ModelSpec(
         "mobilenetv2_100, 224x224 RGB",
         ("model=timm", "model.name=mobilenetv2_100", "model.input_size=224", "model.in_chans=3"),
@@ -72,6 +77,16 @@ MODELS: dict[str, ModelSpec] = {
         large=True,
         cnn=False,
     ),
+}
+
+#: A study arm (``arm=<name>`` of experiment=study_*) -> the model key it trains; ``--from-sweep``
+#: takes one job per key from a study's sweep dir.
+ARM_MODELS = {
+    "mit_fer_multiscale": "mit_fer_48",
+    "lightweight_cnn": "cnn_48",
+    "mobilenetv2_100": "mbv2_48",
+    "mobilenetv2_100_96": "mbv2_96",
+    "resnet18": "resnet18_48",
 }
 
 #: variant -> (export.format, export.quantize); "eager" is the checkpoint itself.
@@ -95,6 +110,26 @@ CCC_DROP = 0.02  # and 0.02 CCC
 SIZE_RATIO = 0.3  # int8 file <= 0.3x its fp32 format
 ET_LATENCY = 0.5  # ExecuTorch fp32 latency <= 0.5x eager
 INT8_LATENCY = 0.7  # int8 latency <= 0.7x its fp32 format (CNNs)
+
+# Issue 28: only models that predict go in the table. "Above chance by a wide margin": test
+# accuracy at least CHANCE_RATIO x chance, and an exact one-sided binomial test against chance
+# (test faces as trials) with p below CHANCE_P.
+CHANCE_RATIO = 2.0
+CHANCE_P = 1e-3
+#: Synthetic-data keys that fix a run's test split (copied from the run's stored config into
+#: fersuite-eval's overrides, so that every file is evaluated on that run's own test faces).
+SYNTHETIC_KEYS = (
+    "train_size",
+    "val_size",
+    "test_size",
+    "render_size",
+    "seed",
+    "difficulty",
+    "noise",
+    "lighting",
+    "contrast",
+    "invert",
+)
 
 
 @dataclass
@@ -150,15 +185,50 @@ def data_overrides(spec: ModelSpec, a: argparse.Namespace) -> list[str]:
     ]
 
 
+def run_data(run_dir: Path) -> dict[str, Any]:
+    """The data config a training run stored (synthetic faces only: the deploy table's test split
+    is rebuilt from it)."""
+    data = json.loads((run_dir / "run_info.json").read_text())["config"]["data"]
+    if data.get("_target_") != "fersuite.data.synthetic_datamodule.SyntheticDataModule":
+        raise RuntimeError(f"{run_dir}: expected the synthetic datamodule, got {data}")
+    return data
+
+
+def run_data_overrides(run_dir: Path, a: argparse.Namespace) -> list[str]:
+    """fersuite-eval overrides that rebuild ``run_dir``'s own test split."""
+    data = run_data(run_dir)
+    found = [
+        f"data.{k}={json.dumps(data[k]).replace(' ', '')}" for k in SYNTHETIC_KEYS if k in data
+    ]
+    return ["data=synthetic", *found, f"data.num_workers={a.workers}"]
+
+
+def above_chance(metrics: dict[str, float], n_test: int, n_classes: int = 8) -> tuple[bool, str]:
+    """Whether a model's test accuracy is above chance by a wide margin, and the figures."""
+    from scipy.stats import binomtest
+
+    chance = 1.0 / n_classes
+    acc = metrics.get("test/acc")
+    if acc is None or n_test < 1:
+        return False, "no test accuracy"
+    hits = round(acc * n_test)
+    p = binomtest(hits, n_test, chance, alternative="greater").pvalue
+    ok = acc >= CHANCE_RATIO * chance and p < CHANCE_P
+    fig = f"test accuracy {acc:.3f} on {n_test} faces, chance {chance:.3f}, binomial p {p:.1e}"
+    return ok, fig
+
+
 def test_metrics(run_dir: Path) -> dict[str, float]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {k: float(v) for k, v in metrics.items() if k.startswith("test/")}
 
 
-def train(key: str, spec: ModelSpec, a: argparse.Namespace, out: Path) -> tuple[Path, Row]:
-    """Train (or reuse with --reuse) the model; (best checkpoint, the eager fp32 row)."""
-    run_dir = out / key / "train"
-    if not (a.reuse and (run_dir / "metrics.json").is_file()):
+def train(key: str, spec: ModelSpec, a: argparse.Namespace, out: Path) -> tuple[Path, Row, Path]:
+    """Train (or reuse with --reuse, or take the run --from-sweep chose) the model; (best
+    checkpoint, the eager fp32 row, the run dir)."""
+    given = a.runs.get(key)
+    run_dir = given if given is not None else out / key / "train"
+    if given is None and not (a.reuse and (run_dir / "metrics.json").is_file()):
         epochs = a.epochs_large if spec.large else a.epochs
         args = [
             *spec.overrides,
@@ -180,11 +250,16 @@ def train(key: str, spec: ModelSpec, a: argparse.Namespace, out: Path) -> tuple[
     if not best:
         raise RuntimeError(f"no best-*.ckpt under {run_dir / 'checkpoints'}")
     row = Row(key, "eager", file=best[-1].name, metrics=test_metrics(run_dir))
-    return best[-1], row
+    return best[-1], row, run_dir
 
 
 def export_and_eval(
-    key: str, spec: ModelSpec, variant: str, ckpt: Path, a: argparse.Namespace, out: Path
+    key: str,
+    variant: str,
+    ckpt: Path,
+    run_dir: Path,
+    a: argparse.Namespace,
+    out: Path,
 ) -> tuple[Row, Path | None]:
     fmt, quantize = VARIANTS[variant]
     row = Row(key, variant)
@@ -215,7 +290,11 @@ def export_and_eval(
     row.sidecar = json.loads(target.with_suffix(".json").read_text())
     eval_dir = out / key / f"eval-{variant}"
     if not (a.reuse and (eval_dir / "metrics.json").is_file()):
-        args = [f"ckpt_path={target}", *data_overrides(spec, a), f"hydra.run.dir={eval_dir}"]
+        args = [
+            f"ckpt_path={target}",
+            *run_data_overrides(run_dir, a),
+            f"hydra.run.dir={eval_dir}",
+        ]
         rc, last = run_app("eval", args, out / key / f"eval-{variant}.log")
         if rc != 0:
             row.failure = f"fersuite-eval failed (exit {rc}): {last}"
@@ -234,9 +313,7 @@ def test_loader(train_dir: Path) -> Any:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    data = json.loads((train_dir / "run_info.json").read_text())["config"]["data"]
-    if data.get("_target_") != "fersuite.data.synthetic_datamodule.SyntheticDataModule":
-        raise RuntimeError(f"{train_dir}: expected the synthetic datamodule, got {data}")
+    data = run_data(train_dir)
     data.update(num_workers=0, persistent_workers=False)
     dm = instantiate(OmegaConf.create(data))
     dm.setup("test")
@@ -347,11 +424,14 @@ def _targets_cell(found: list[tuple[str, bool, str]]) -> str:
     return "; ".join(f"{name} {'met' if ok else '**missed**'} ({fig})" for name, ok, fig in found)
 
 
-def model_table(key: str, rows: list[Row]) -> list[str]:
+def model_table(key: str, rows: list[Row], cpu: str = "") -> list[str]:
+    """One model's rows. Latency: absolute ms on ``cpu`` (the CPU model), and the ratio to eager
+    fp32 measured in the same process with the same thread count (comparable across tables)."""
     spec = MODELS[key]
+    where = f"ms, {cpu}" if cpu else "ms"
     head = (
         "| format | file | size (KB) | acc | macro-F1 | valence CCC | arousal CCC | "
-        "top-1 agr. | latency b1 (ms) | × eager | targets |"
+        f"top-1 agr. | latency b1 ({where}) | × eager fp32 | targets |"
     )
     lines = [head, "|" + "---|" * 11]
     eager = next((r for r in rows if r.variant == "eager"), None)
@@ -441,6 +521,26 @@ def machine() -> dict[str, Any]:
     }
 
 
+def training_lines(settings: dict[str, Any]) -> list[str]:
+    """Where the models come from: a study's runs (``--from-sweep``) or trained here."""
+    if settings.get("from_sweep"):
+        runs = settings.get("runs") or {}
+        lines = [
+            f"Models: the trained runs of the study sweep `{settings['from_sweep']}`, per "
+            "architecture the seed with the best validation accuracy (never chosen on test); "
+            "each file evaluated on that run's own test split. Above chance by a wide margin "
+            f"(accuracy >= {CHANCE_RATIO:g}x chance and a one-sided binomial p < {CHANCE_P:g}):",
+            "",
+        ]
+        lines += [f"- `{k}`: `{r['run_dir']}` ({r['chance']})" for k, r in runs.items()]
+        return [*lines, ""]
+    return [
+        f"Training: `data=synthetic`, {settings['epochs']} epoch(s) on {settings['train_size']} "
+        f"faces at 48x48 ({settings['epochs_large']} on {settings['train_size_large']} at "
+        f"224x224); test split {settings['test_size']} / {settings['test_size_large']} faces. "
+    ]
+
+
 def render_readme(
     results: dict[str, list[Row]],
     failures: dict[str, str],
@@ -463,9 +563,7 @@ def render_readme(
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
         + ".",
         "",
-        f"Training: `data=synthetic`, {settings['epochs']} epoch(s) on {settings['train_size']} "
-        f"faces at 48x48 ({settings['epochs_large']} on {settings['train_size_large']} at "
-        f"224x224); test split {settings['test_size']} / {settings['test_size_large']} faces. "
+        *training_lines(settings),
         "Metrics: `fersuite-eval` on each file (the eager row: the training run's test of its "
         "best checkpoint), the same `test/*` keys and code. Top-1 agreement: with the eager fp32 "
         "model on the whole test split. Latency: batch 1, 1 thread, median of "
@@ -483,7 +581,8 @@ def render_readme(
     ]
     for key, rows in results.items():
         lines += [f"## {MODELS[key].title}", ""]
-        lines += model_table(key, rows) if rows else [f"not measured: {failures.get(key)}"]
+        missing = [f"not measured: {failures.get(key)}"]
+        lines += model_table(key, rows, info["cpu"]) if rows else missing
         lines.append("")
     for key, why in failures.items():
         if key not in results:
@@ -498,6 +597,31 @@ def render_readme(
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def sweep_runs(sweep_dir: Path) -> dict[str, Path]:
+    """One finished job per model key of a study's sweep dir: among the seeds of each arm in
+    ARM_MODELS, the job with the best validation accuracy (chosen on validation, never on the
+    test split the table reports)."""
+    from fersuite.reporting.jobs import collect_sweep
+
+    try:
+        jobs = collect_sweep([sweep_dir])
+    except FileNotFoundError as exc:
+        raise SystemExit(f"--from-sweep {sweep_dir}: {exc}") from None
+    best: dict[str, tuple[float, Path]] = {}
+    for job in jobs:
+        arm = next((o.split("=", 1)[1] for o in job.overrides if o.startswith("arm=")), None)
+        key = ARM_MODELS.get(arm or "")
+        if job.status != "ok" or key is None:
+            continue
+        val = job.metrics.get("val/acc_best", job.metrics.get("val/acc"))
+        if val is not None and (key not in best or val > best[key][0]):
+            best[key] = (val, job.path)
+    if not best:
+        arms = list(ARM_MODELS)
+        raise SystemExit(f"--from-sweep {sweep_dir}: no finished job of the arms {arms}")
+    return {key: path for key, (_, path) in best.items()}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -523,6 +647,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--latency-warmup", type=int, default=10)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--notes", default=str(HERE / "notes.md"), help="appended to the README")
+    ap.add_argument(
+        "--from-sweep",
+        default=None,
+        help="a study's sweep dir (experiment=study_*): its trained runs, one per architecture "
+        "(the seed with the best val/acc), instead of training here",
+    )
+    ap.add_argument(
+        "--allow-chance",
+        action="store_true",
+        help="measure models at chance too (default: left out of the table, with the reason)",
+    )
     ap.add_argument("--reuse", action="store_true", help="skip steps whose outputs exist")
     ap.add_argument("--quick", action="store_true", help="smoke test: cnn_48, tiny sizes")
     ap.add_argument("--train-arg", action="append", default=[], help="extra train override")
@@ -536,6 +671,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.train_size_large, a.val_size_large, a.test_size_large = 32, 16, 16
         a.calibration_samples, a.held_out_samples = 16, 16
         a.latency_runs = 50
+    a.runs = {}
+    if a.from_sweep is not None:
+        a.runs = sweep_runs(Path(a.from_sweep).resolve())
+        if a.models == ",".join(MODELS):
+            a.models = ",".join(k for k in MODELS if k in a.runs)
+    if a.quick:
+        a.allow_chance = True  # a smoke test's one-epoch model is at chance
     for name, allowed in (("models", MODELS), ("variants", VARIANTS)):
         chosen = [v for v in getattr(a, name).split(",") if v]
         unknown = [v for v in chosen if v not in allowed]
@@ -558,21 +700,27 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     results: dict[str, list[Row]] = {}
     failures: dict[str, str] = {}
+    runs: dict[str, dict[str, str]] = {}
     for key in a.models:
         spec = MODELS[key]
         print(f"== {spec.title}", flush=True)
         try:
-            ckpt, eager = train(key, spec, a, out)
+            ckpt, eager, run_dir = train(key, spec, a, out)
         except RuntimeError as exc:
             failures[key] = str(exc)
             continue
+        ok, fig = above_chance(eager.metrics, int(run_data(run_dir).get("test_size", 0)))
+        runs[key] = {"run_dir": os.path.relpath(run_dir), "checkpoint": ckpt.name, "chance": fig}
+        if not ok and not a.allow_chance:
+            failures[key] = f"left out: not above chance by a wide margin ({fig})"
+            continue
         rows, files = [eager], {"eager": ckpt}
         for variant in a.variants:
-            row, path = export_and_eval(key, spec, variant, ckpt, a, out)
+            row, path = export_and_eval(key, variant, ckpt, run_dir, a, out)
             rows.append(row)
             if path is not None:
                 files[variant] = path
-        measure(rows, files, out / key / "train", a)
+        measure(rows, files, run_dir, a)
         results[key] = rows
     settings = {
         k: getattr(a, k)
@@ -591,6 +739,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     }
     settings["date"] = date.today().isoformat()
+    settings["from_sweep"] = a.from_sweep
+    settings["runs"] = runs
     settings["wall_s"] = round(time.perf_counter() - start)
     info = machine()
     notes_path = Path(a.notes)
@@ -603,9 +753,12 @@ def main(argv: list[str] | None = None) -> None:
         "rows": {k: [asdict(r) | {"sidecar": None} for r in v] for k, v in results.items()},
         "failures": failures,
     }
+    # next to the README it belongs to (committed with it), and with the runs
+    text = json.dumps(summary, indent=1) + "\n"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"README: {readme}; summary: {out / 'summary.json'}; wall {settings['wall_s']}s")
+    for where in {readme.with_name("summary.json"), out / "summary.json"}:
+        where.write_text(text)
+    print(f"README: {readme}; summary.json beside it; wall {settings['wall_s']}s")
 
 
 if __name__ == "__main__":

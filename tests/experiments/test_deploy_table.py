@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -86,3 +87,71 @@ def test_table_marks_each_target_met_or_missed(bench: ModuleType, tmp_path: Path
     assert "export failed (exit 1): top-1 / 0.5" in text
     assert "not measured: fersuite-train failed (exit 1): boom" in text
     assert "- lightweight CNN, 48x48 gray, ONNX int8: acc missed (-5.0 pt): " in text
+
+
+def test_only_models_well_above_chance_are_admitted(bench: ModuleType) -> None:
+    from scipy.stats import binomtest
+
+    ok, fig = bench.above_chance({"test/acc": 0.30}, 1000)
+    assert ok and "chance 0.125" in fig
+    assert f"{binomtest(300, 1000, 0.125, alternative='greater').pvalue:.1e}" in fig
+    # at chance, and above chance by too little (or on too few faces to tell)
+    assert not bench.above_chance({"test/acc": 0.125}, 1000)[0]
+    assert not bench.above_chance({"test/acc": 0.24}, 1000)[0]  # < 2x chance
+    assert not bench.above_chance({"test/acc": 0.30}, 20)[0]  # 6 of 20: p ~ 0.04
+    assert not bench.above_chance({}, 1000)[0]
+
+
+def _job(sweep: Path, name: str, overrides: list[str], metrics: dict[str, float] | None) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / ".hydra" / "config.yaml").write_text("task_name: study\n")
+    if metrics is not None:  # None: the job did not finish
+        (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_from_sweep_takes_per_architecture_the_seed_best_on_validation(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    # resnet18: seed 1 is best on validation (seed 0 on test: not what chooses)
+    _job(sweep, "0", ["arm=resnet18", "seed=0"], {"val/acc_best": 0.70, "test/acc": 0.90})
+    _job(sweep, "1", ["arm=resnet18", "seed=1"], {"val/acc_best": 0.80, "test/acc": 0.60})
+    _job(sweep, "2", ["arm=resnet18", "seed=2"], None)  # unfinished: never chosen
+    _job(sweep, "3", ["arm=lightweight_cnn", "seed=0"], {"val/acc_best": 0.50})
+    _job(sweep, "4", ["arm=kd_hinton", "seed=0"], {"val/acc_best": 0.99})  # no architecture
+    assert bench.sweep_runs(sweep) == {"resnet18_48": sweep / "1", "cnn_48": sweep / "3"}
+
+    a = bench.parse(["--from-sweep", str(sweep)])
+    assert a.models == ["cnn_48", "resnet18_48"]  # the architectures the sweep has
+    _job(tmp_path / "failed", "0", ["arm=resnet18", "seed=0"], None)
+    with pytest.raises(SystemExit, match="no finished job"):
+        bench.sweep_runs(tmp_path / "failed")
+    with pytest.raises(SystemExit, match="sweep dir not found"):
+        bench.sweep_runs(tmp_path / "missing")
+
+
+def test_eval_rebuilds_the_run_s_own_test_split(bench: ModuleType, tmp_path: Path) -> None:
+    data = {
+        "_target_": "fersuite.data.synthetic_datamodule.SyntheticDataModule",
+        "train_size": 600,
+        "test_size": 1000,
+        "difficulty": 0.8,
+        "lighting": [0.6, 0.0],
+        "batch_size": 32,
+    }
+    (tmp_path / "run_info.json").write_text(json.dumps({"config": {"data": data}}))
+    a = bench.parse(["--workers", "0"])
+    assert bench.run_data_overrides(tmp_path, a) == [
+        "data=synthetic",
+        "data.train_size=600",
+        "data.test_size=1000",
+        "data.difficulty=0.8",
+        "data.lighting=[0.6,0.0]",
+        "data.num_workers=0",
+    ]
+    data["_target_"] = "fersuite.data.fer2013.Fer2013DataModule"
+    (tmp_path / "run_info.json").write_text(json.dumps({"config": {"data": data}}))
+    with pytest.raises(RuntimeError, match="expected the synthetic datamodule"):
+        bench.run_data_overrides(tmp_path, a)
