@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from fersuite.config import CONFIG_DIR
+from tests._helpers.autograd import start_autograd_on_cpu
 
 #: Threads per test process: the cores shared out between the pytest-xdist workers (2 workers on
 #: 2 cores: 1 each). Torch's default, one thread per core in every worker, oversubscribes the CPU
@@ -24,6 +25,9 @@ THREADS = max(
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+#: Before any test exports a model: the forked training runs of a worker that has run an export
+#: test can still train (tests/_helpers/autograd.py).
+start_autograd_on_cpu()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
