@@ -118,6 +118,7 @@ CHANCE_RATIO = 2.0
 CHANCE_P = 1e-3
 #: Synthetic-data keys that fix a run's test split (copied from the run's stored config into
 #: fersuite-eval's overrides, so that every file is evaluated on that run's own test faces).
+SYNTHETIC_TARGET = "fersuite.data.synthetic_datamodule.SyntheticDataModule"
 SYNTHETIC_KEYS = (
     "train_size",
     "val_size",
@@ -185,20 +186,41 @@ def data_overrides(spec: ModelSpec, a: argparse.Namespace) -> list[str]:
     ]
 
 
-def run_data(run_dir: Path) -> dict[str, Any]:
-    """The data config a training run stored (synthetic faces only: the deploy table's test split
-    is rebuilt from it)."""
-    data = json.loads((run_dir / "run_info.json").read_text())["config"]["data"]
-    if data.get("_target_") != "fersuite.data.synthetic_datamodule.SyntheticDataModule":
-        raise RuntimeError(f"{run_dir}: expected the synthetic datamodule, got {data}")
-    return data
+#: run_info.json files larger than this are refused before they are read.
+MAX_RUN_INFO_BYTES = 16 * 1024 * 1024
+
+
+def run_data(run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The data config a training run stored in its ``run_info.json`` (a file another user's
+    sweep may hold), read as data: its plain values parsed and bounded by the checkpoint
+    record's reader, then put on the shipped synthetic config (nothing of the file is resolved
+    or instantiated). Returns (the trusted data node, the parsed values); synthetic faces only,
+    since the deploy table's test split is rebuilt from them."""
+    from fersuite.data.record import recorded_data_config, training_data_record
+
+    path = run_dir / "run_info.json"
+    if path.stat().st_size > MAX_RUN_INFO_BYTES:
+        raise RuntimeError(f"{path}: larger than {MAX_RUN_INFO_BYTES} bytes")
+    info = json.loads(path.read_text())
+    config = info.get("config") if isinstance(info, dict) else None
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict) or data.get("_target_") != SYNTHETIC_TARGET:
+        raise RuntimeError(f"{path}: config.data is not the synthetic datamodule")
+    recorded = recorded_data_config(training_data_record(data), str(path))
+    if recorded is None:  # not reached: a mapping with a _target_ always gives a record
+        raise RuntimeError(f"{path}: config.data records nothing")
+    _, node, record = recorded
+    return node, record.values
 
 
 def run_data_overrides(run_dir: Path, a: argparse.Namespace) -> list[str]:
-    """fersuite-eval overrides that rebuild ``run_dir``'s own test split."""
-    data = run_data(run_dir)
+    """fersuite-eval overrides that rebuild ``run_dir``'s own test split (each value parsed by
+    :func:`run_data` and checked against the datamodule's types: numbers and booleans)."""
+    _, values = run_data(run_dir)
     found = [
-        f"data.{k}={json.dumps(data[k]).replace(' ', '')}" for k in SYNTHETIC_KEYS if k in data
+        f"data.{k}={json.dumps(values[k]).replace(' ', '')}"
+        for k in SYNTHETIC_KEYS
+        if values.get(k) is not None
     ]
     return ["data=synthetic", *found, f"data.num_workers={a.workers}"]
 
@@ -308,14 +330,17 @@ def export_and_eval(
 # ----------------------------------------------------------------------------------------------
 
 
-def test_loader(train_dir: Path) -> Any:
-    """The test split the runs used (the training run's own data config; synthetic only)."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+def test_loader(train_dir: Path, card: Any) -> Any:
+    """The test split the run used: its data config (:func:`run_data`) with the model card's
+    input spec, built as the export's calibration builds it."""
+    from omegaconf import open_dict
 
-    data = run_data(train_dir)
-    data.update(num_workers=0, persistent_workers=False)
-    dm = instantiate(OmegaConf.create(data))
+    from fersuite.deploy.calibration import datamodule_for_card
+
+    node, _ = run_data(train_dir)
+    with open_dict(node):
+        node.num_workers, node.persistent_workers = 0, False
+    dm = datamodule_for_card(node, card)
     dm.setup("test")
     return dm.test_dataloader()
 
@@ -350,7 +375,7 @@ def measure(
 
     preds: dict[str, torch.Tensor] = {v: [] for v in nets}  # type: ignore[misc]
     with torch.no_grad():
-        for batch in test_loader(train_dir):
+        for batch in test_loader(train_dir, card):
             for variant, net in nets.items():
                 preds[variant].append(net(batch["image"]).expression.argmax(1))
     ref = torch.cat(preds["eager"])
@@ -709,7 +734,7 @@ def main(argv: list[str] | None = None) -> None:
         except RuntimeError as exc:
             failures[key] = str(exc)
             continue
-        ok, fig = above_chance(eager.metrics, int(run_data(run_dir).get("test_size", 0)))
+        ok, fig = above_chance(eager.metrics, int(run_data(run_dir)[1].get("test_size") or 0))
         runs[key] = {"run_dir": os.path.relpath(run_dir), "checkpoint": ckpt.name, "chance": fig}
         if not ok and not a.allow_chance:
             failures[key] = f"left out: not above chance by a wide margin ({fig})"

@@ -6,10 +6,13 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
+import torch
 
+from fersuite.data.synthetic_datamodule import SyntheticDataModule
 from tests.conftest import REPO
 
 
@@ -132,18 +135,26 @@ def test_from_sweep_takes_per_architecture_the_seed_best_on_validation(
         bench.sweep_runs(tmp_path / "missing")
 
 
+def _run_info(run: Path, data: dict[str, Any]) -> Path:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "run_info.json").write_text(json.dumps({"config": {"data": data}}))
+    return run
+
+
+SYNTHETIC = "fersuite.data.synthetic_datamodule.SyntheticDataModule"
+
+
 def test_eval_rebuilds_the_run_s_own_test_split(bench: ModuleType, tmp_path: Path) -> None:
     data = {
-        "_target_": "fersuite.data.synthetic_datamodule.SyntheticDataModule",
+        "_target_": SYNTHETIC,
         "train_size": 600,
         "test_size": 1000,
         "difficulty": 0.8,
         "lighting": [0.6, 0.0],
         "batch_size": 32,
     }
-    (tmp_path / "run_info.json").write_text(json.dumps({"config": {"data": data}}))
     a = bench.parse(["--workers", "0"])
-    assert bench.run_data_overrides(tmp_path, a) == [
+    assert bench.run_data_overrides(_run_info(tmp_path / "a", data), a) == [
         "data=synthetic",
         "data.train_size=600",
         "data.test_size=1000",
@@ -151,7 +162,42 @@ def test_eval_rebuilds_the_run_s_own_test_split(bench: ModuleType, tmp_path: Pat
         "data.lighting=[0.6,0.0]",
         "data.num_workers=0",
     ]
-    data["_target_"] = "fersuite.data.fer2013.Fer2013DataModule"
-    (tmp_path / "run_info.json").write_text(json.dumps({"config": {"data": data}}))
-    with pytest.raises(RuntimeError, match="expected the synthetic datamodule"):
-        bench.run_data_overrides(tmp_path, a)
+    other = _run_info(tmp_path / "b", {**data, "_target_": "fersuite.data.fer2013.Fer2013"})
+    with pytest.raises(RuntimeError, match="not the synthetic datamodule"):
+        bench.run_data_overrides(other, a)
+
+
+def test_a_crafted_run_info_is_read_as_data(bench: ModuleType, tmp_path: Path) -> None:
+    from fersuite.errors import ConfigError, UntrustedFileError
+
+    victim = tmp_path.parent / f"{tmp_path.name}-victim.txt"
+    victim.write_text("keep me")
+    a = bench.parse(["--workers", "0"])
+    # an interpolation is refused (never resolved), naming the file and the key
+    run = _run_info(tmp_path / "env", {"_target_": SYNTHETIC, "seed": "${oc.env:HOME}"})
+    with pytest.raises(UntrustedFileError, match=r"run_info\.json: training_data\.seed: .*'\$\{'"):
+        bench.run_data_overrides(run, a)
+    # a nested node naming code is never built; text where a number goes never reaches Hydra
+    data = {
+        "_target_": SYNTHETIC,
+        "train_size": 8,
+        "val_size": 8,
+        "test_size": 6,
+        "difficulty": 0.8,
+        "augment": {"_target_": "os.remove", "path": str(victim)},
+    }
+    run = _run_info(tmp_path / "code", data)
+    card = SimpleNamespace(input_size=48, in_chans=1, input=SimpleNamespace(mean=[0.5], std=[0.5]))
+    images = torch.cat([b["image"] for b in bench.test_loader(run, card)])
+    assert victim.read_text() == "keep me"
+    # the run's own test faces: the same as the datamodule built from those values
+    dm = SyntheticDataModule(
+        train_size=8, val_size=8, test_size=6, difficulty=0.8, image_size=48, cache_dir=None
+    )
+    dm.setup("test")
+    expected = torch.stack([dm.dataset("test")[i]["image"] for i in range(6)])
+    torch.testing.assert_close(images, expected)
+    text = _run_info(tmp_path / "text", {**data, "augment": None, "noise": "0.1,data.x=1"})
+    with pytest.raises(ConfigError, match=r"data\.noise='0\.1,data\.x=1'; expected float"):
+        bench.run_data_overrides(text, a)
+    victim.unlink()
