@@ -27,6 +27,13 @@ from tests.reporting.helpers import assert_valid_png
 
 CONF = Path(CONFIG_DIR)
 STUDIES = ("study_zoo", "study_kd", "study_lightweight")
+#: Per study: its seeds and the difficulty of its faces (a study rerun for issue 28 has 5 seeds on
+#: data=synthetic_study_hard, where no arm saturates; the others keep the data of their README).
+SCHEDULE = {
+    "study_zoo": ("0,1,2,3,4", 0.8),
+    "study_kd": ("0,1,2", 0.5),
+    "study_lightweight": ("0,1,2", 0.5),
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +66,15 @@ def _model_macs(cfg) -> float:  # type: ignore[no-untyped-def]
 def test_every_swept_arm_composes_and_exists(composed, study: str) -> None:  # type: ignore[no-untyped-def]
     cfg = composed(study)
     assert cfg.task_name == study
-    assert str(cfg.hydra.sweeper.params.seed) == "0,1,2"  # 3 seeds, aggregated by the report
+    seeds, difficulty = SCHEDULE[study]
+    assert str(cfg.hydra.sweeper.params.seed) == seeds  # aggregated by the report
     assert cfg.early_stopping.patience is not None  # stopped on validation
     assert cfg.hydra.launcher.n_jobs == 2  # two one-thread jobs on a 2-core CPU
     for arm in _arms(composed, study):
         assert (CONF / "arm" / f"{arm}.yaml").is_file(), arm
         job = composed(study, arm)
         OmegaConf.to_container(job.model, resolve=True)
-        assert job.data.train_size == 600 and job.data.difficulty == 0.5
+        assert job.data.train_size == 600 and job.data.difficulty == difficulty
 
 
 def test_zoo_arms_are_the_named_models(composed) -> None:  # type: ignore[no-untyped-def]
@@ -75,12 +83,14 @@ def test_zoo_arms_are_the_named_models(composed) -> None:  # type: ignore[no-unt
         "mit_fer_last": ("mit_fer", {"fusion": "last"}),
         "lightweight_cnn": ("lightweight_cnn", {"width_mult": 1.0}),
         "mobilenetv2_100": ("timm", {"name": "mobilenetv2_100"}),
+        "mobilenetv2_100_96": ("timm", {"name": "mobilenetv2_100"}),
         "resnet18": ("timm", {"name": "resnet18"}),
     }
     assert _arms(composed, "study_zoo") == list(want)
     for arm, (arch, keys) in want.items():
         m = composed("study_zoo", arm).model
-        assert m.arch == arch and m.in_chans == 1 and m.input_size == 48
+        size = 96 if arm == "mobilenetv2_100_96" else 48
+        assert m.arch == arch and m.in_chans == 1 and m.input_size == size
         assert {k: m[k] for k in keys} == keys
 
 
