@@ -19,11 +19,16 @@ from tests._helpers.autograd import start_autograd_on_cpu
 #: Threads per test process: the cores shared out between the pytest-xdist workers (2 workers on
 #: 2 cores: 1 each). Torch's default, one thread per core in every worker, oversubscribes the CPU
 #: and made the suite ~1.6x slower here. Child processes (console scripts) inherit it.
+#: A value the user set (`OMP_NUM_THREADS=4 make test`) is kept. It is recorded by the first
+#: process that imports this file: the pytest-xdist controller imports it too, before it starts
+#: the workers, and they would otherwise inherit the controller's own count (all the cores) as
+#: if the user had set it.
 THREADS = max(
     1, (os.cpu_count() or 1) // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 )
-os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+os.environ.setdefault("FERSUITE_TESTS_USER_THREADS", os.environ.get("OMP_NUM_THREADS", ""))
+os.environ["OMP_NUM_THREADS"] = os.environ["FERSUITE_TESTS_USER_THREADS"] or str(THREADS)
+os.environ["MKL_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 #: Before any test exports a model: the forked training runs of a worker that has run an export
 #: test can still train (tests/_helpers/autograd.py).

@@ -55,15 +55,18 @@ def test_grad_enabled_eval_forward_matches_and_is_differentiable() -> None:
 
 
 def test_train_forward_and_backward_match_the_plain_forward() -> None:
-    net = _calibrated(2).train()
-    x = torch.randn(6, 1, 32, 32)
+    # In float64: a convolution followed by train-mode BatchNorm has gradients that mostly
+    # cancel (BatchNorm undoes its scale), so in float32 the order of the sums (which depends on
+    # the thread count) moved some by over 1% of their norm.
+    net = _calibrated(2).double().train()
+    x = torch.randn(6, 1, 32, 32, dtype=torch.float64)
     grads = []
     for fwd in (net, lambda t: reference_forward(net, t)):
         net.zero_grad()
         fwd(x).expression.square().sum().backward()
         grads.append([p.grad.clone() for p in net.parameters()])
-    for a, b in zip(*grads, strict=True):  # float32 sums in another order: ~1e-3 relative
-        assert (a - b).norm() <= 1e-2 * b.norm() + 1e-5
+    for a, b in zip(*grads, strict=True):
+        assert (a - b).norm() <= 1e-9 * b.norm() + 1e-12
 
 
 def test_state_dict_keys_are_those_of_plain_sequentials() -> None:
