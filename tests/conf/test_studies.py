@@ -31,8 +31,8 @@ STUDIES = ("study_zoo", "study_kd", "study_lightweight")
 #: data=synthetic_study_hard, where no arm saturates; the others keep the data of their README).
 SCHEDULE = {
     "study_zoo": ("0,1,2,3,4", 0.8),
-    "study_kd": ("0,1,2", 0.5),
-    "study_lightweight": ("0,1,2", 0.5),
+    "study_kd": ("0,1,2,3,4", 0.8),
+    "study_lightweight": ("0,1,2,3,4", 0.8),
 }
 
 
@@ -113,6 +113,31 @@ def test_kd_arms_train_the_same_student_four_ways(composed) -> None:  # type: ig
         for key in ("expression_weight", "va_loss", "valence_weight", "arousal_weight"):
             assert loss[key] == base[key], key
     assert runs["kd_hinton"].distill.teacher_outputs == "cached"
+
+
+#: (study, its arm, the zoo's arm) that are one job: the study's results may take the zoo's runs.
+SHARED_WITH_ZOO = [
+    ("study_lightweight", "lightweight_cnn", "lightweight_cnn"),
+    ("study_lightweight", "mobilenetv2_100", "mobilenetv2_100"),
+    ("study_kd", "labels_only", "mit_fer_multiscale"),
+]
+
+
+def _job(cfg: DictConfig) -> dict:
+    """What a job trains and measures: the config without its name, tags, the sweep's own
+    settings and the teacher (which a supervised arm never reads)."""
+    job = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(job, dict)
+    for key in ("task_name", "tags", "hydra", "distill", "arm"):
+        job.pop(key, None)
+    return job
+
+
+@pytest.mark.parametrize(("study", "arm", "zoo_arm"), SHARED_WITH_ZOO)
+def test_shared_arms_compose_to_the_zoo_job(composed, study: str, arm: str, zoo_arm: str) -> None:  # type: ignore[no-untyped-def]
+    mine, zoo = composed(study, arm), composed("study_zoo", zoo_arm)
+    assert mine.task.name == "supervised"  # the teacher is not used
+    assert _job(mine) == _job(zoo)
 
 
 def test_lightweight_pairs_are_matched_in_macs(composed) -> None:  # type: ignore[no-untyped-def]
