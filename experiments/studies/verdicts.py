@@ -45,13 +45,8 @@ from fersuite.reporting.seeds import group_jobs
 
 #: Columns every report.csv row needs.
 REQUIRED = ("job", "status", "model", "overrides")
-#: report.csv column -> metrics key, for the test metrics (one of them is needed in a row).
+#: report.csv column -> metrics key, for the columns that come from metrics.json.
 METRIC_COLUMNS = {col: key for col, (key, _) in SOURCES.items() if key and key.startswith("test/")}
-#: report.csv column -> metrics key, for the efficiency columns (read when present, so that a
-#: grouped table over the rows has them too).
-EFFICIENCY_COLUMNS = {
-    col: key for col, (key, _) in SOURCES.items() if key and col not in METRIC_COLUMNS
-}
 
 
 class BadInputError(Exception):
@@ -72,8 +67,7 @@ def read_jobs(path: Path) -> list[JobResult]:
                 raise BadInputError(
                     f"{path}: none of the metric columns {', '.join(METRIC_COLUMNS)}"
                 )
-            extra = [c for c in EFFICIENCY_COLUMNS if c in header]
-            jobs = [_job(path, n, row, present, extra) for n, row in enumerate(reader, start=2)]
+            jobs = [_job(path, n, row, present) for n, row in enumerate(reader, start=2)]
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (csv.Error, UnicodeDecodeError) as exc:
@@ -97,9 +91,7 @@ def _finite(row: dict[str, Any], column: str, where: str) -> float | None:
     return value
 
 
-def _job(
-    path: Path, line: int, row: dict[str, Any], columns: list[str], efficiency: list[str]
-) -> JobResult:
+def _job(path: Path, line: int, row: dict[str, Any], columns: list[str]) -> JobResult:
     where = f"{path}, row {line}"
     if None in row or any(row.get(c) is None for c in REQUIRED):
         raise BadInputError(f"{where}: the row does not have as many cells as the header")
@@ -113,10 +105,6 @@ def _job(
             metrics[METRIC_COLUMNS[column]] = value
     if status == "ok" and not metrics:
         raise BadInputError(f"{where}: status ok but no metric value")
-    for column in efficiency:
-        value = _finite(row, column, where)
-        if value is not None:
-            metrics[EFFICIENCY_COLUMNS[column]] = value
     return JobResult(
         job=row["job"],
         path=path.parent / "jobs-not-kept" / row["job"],  # no predictions_test.csv: seed rows only
