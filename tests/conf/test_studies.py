@@ -115,7 +115,7 @@ def test_kd_arms_train_the_same_student_four_ways(composed) -> None:  # type: ig
     assert runs["kd_hinton"].distill.teacher_outputs == "cached"
 
 
-#: (study, its arm, the zoo's arm) that are one job: the study's results may take the zoo's runs.
+#: (study, its arm, the zoo's arm) that are one job (the READMEs compare their runs).
 SHARED_WITH_ZOO = [
     ("study_lightweight", "lightweight_cnn", "lightweight_cnn"),
     ("study_lightweight", "mobilenetv2_100", "mobilenetv2_100"),
