@@ -124,11 +124,11 @@ SHARED_WITH_ZOO = [
 
 
 def _job(cfg: DictConfig) -> dict:
-    """What a job trains and measures: the config without its name, tags, the sweep's own
-    settings and the teacher (which a supervised arm never reads)."""
+    """What a job trains and measures: the config without its name, tags, folders, the sweep's
+    own settings and the teacher (which a supervised arm never reads)."""
     job = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(job, dict)
-    for key in ("task_name", "tags", "hydra", "distill", "arm"):
+    for key in ("task_name", "tags", "hydra", "distill", "arm", "paths"):
         job.pop(key, None)
     return job
 
