@@ -8,8 +8,11 @@ shares with this one, run with the same data and schedule).
 
 The report is rebuilt from the sweep dir(s) with :func:`fersuite.reporting.sweep.write_sweep_report`
 (the pairs the preset names, read from the first sweep's ``multirun.yaml``), so the README's
-tables are the report's own. Wall time: from the first job's start to the last
-``metrics.json`` written.
+tables are the report's own. Its comparisons, per-sample tests included, are kept as
+``report_comparisons_per_sample.csv``; ``report_comparisons.csv`` and ``comparisons.md`` are
+then rebuilt from ``report.csv`` by ``verdicts.py`` (the seed-level tests), as every committed
+results folder holds them: the job dirs are not committed, so that is the table a reader can
+rebuild. Wall time: from the first job's start to the last ``metrics.json`` written.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from verdicts import BadInputError, verdicts, write
 
 from fersuite.reporting.sweep import write_sweep_report
 
@@ -54,6 +58,33 @@ def _select(sweeps: list[Path], only: list[str], tmp: Path) -> list[Path]:
     return out
 
 
+#: Where the sweep report's ``report.md`` points at its full comparisons table.
+ALL_ROWS = "All rows: `report_comparisons.csv`."
+PER_SAMPLE = "report_comparisons_per_sample.csv"
+
+
+def split_comparisons(out: Path, study: str) -> bool:
+    """Keep the sweep's comparisons of ``out`` as ``report_comparisons_per_sample.csv`` and
+    rebuild ``report_comparisons.csv`` and ``comparisons.md`` from ``report.csv`` (the
+    seed-level tests); False when the sweep compared nothing."""
+    table = out / "report_comparisons.csv"
+    if not table.is_file():
+        return False
+    compared = verdicts(out, study)  # before anything is moved: a refusal changes nothing
+    table.replace(out / PER_SAMPLE)
+    write(out, study, compared)
+    md = out / "report.md"
+    md.write_text(
+        md.read_text().replace(
+            ALL_ROWS,
+            f"All rows: `{PER_SAMPLE}` (`report_comparisons.csv` and `comparisons.md`: the "
+            "seed-level tests only, rebuilt from `report.csv` by "
+            "`experiments/studies/verdicts.py`).",
+        )
+    )
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study")
@@ -71,12 +102,19 @@ def main(argv: list[str] | None = None) -> int:
         for view, sweep in zip(dirs, args.sweeps, strict=True):
             text = text.replace(str(view), str(sweep))  # name the sweeps, not the views
         md.write_text(text)
+        split = split_comparisons(out, args.study)
+    except BadInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(tmp)
     for sweep in args.sweeps:
         jobs = sorted(sweep.glob("*/metrics.json"))
         print(f"{sweep}: {len(jobs)} jobs finished, wall time {_wall_s(sweep) / 60:.1f} min")
     print(f"wrote {', '.join(str(p) for p in report.paths.values())}")
+    if split:
+        print(f"the sweep's comparisons kept as {out / PER_SAMPLE}; report_comparisons.csv "
+              "and comparisons.md rebuilt by verdicts.py (seed-level tests)")  # fmt: skip
     for d in report.paired:
         print(f"paired: {d}")
     for c in report.convergence:
