@@ -1,10 +1,12 @@
 """DDP on 2 CPU processes, from ONE training run of the console script shared by the tests:
-the Hydra run dir is not duplicated per rank, the synchronised val accuracy is the global one,
-every epoch is reshuffled, the ranks split it, and checkpoints hold the sampler position that a
-resume under DDP restores."""
+the Hydra run dir is not duplicated per rank, the synchronised val and test figures are the
+global ones with every sample counted once (odd splits: Lightning's sampler pads one rank's
+share with a repeated sample), every epoch is reshuffled, the ranks split it, and checkpoints
+hold the sampler position that a resume under DDP restores."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -20,8 +22,8 @@ from tests.reliability.index_recorder import ENV as INDEX_ENV
 pytestmark = pytest.mark.long(0.8)
 
 TRAIN = 96
-VAL = 64
-TEST = 16
+VAL = 63  # 32 per rank: rank 1's last sample repeats sample 0 (padding)
+TEST = 33  # 17 per rank in batches of 16: rank 1's second batch is only the repeated sample
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             "trainer=ddp_cpu",
             "trainer.max_epochs=2",
             f"data.train_size={TRAIN}",
-            f"data.val_size={VAL}",  # even: 32 per rank, no padded duplicate in the metrics
+            f"data.val_size={VAL}",
             "+trainer.num_sanity_val_steps=0",
             f"data.test_size={TEST}",
             "data.batch_size=16",  # 48 samples per rank: 3 full batches, nothing dropped
@@ -99,6 +101,26 @@ def test_ddp_on_two_cpu_processes(ddp_run: tuple[Path, Path]) -> None:
     # which an unsynchronised metric would log: in this run the two differ.
     rank0 = right[0::2]
     assert sum(rank0) / len(rank0) != pytest.approx(sum(right) / total, abs=1e-6)
+
+    # The test figures: the best checkpoint scored once per test sample (the padded repeat
+    # left out; an empty batch on rank 1 skipped), as a single process scores it.
+    best = next(p for p in (run / "checkpoints").glob("best-*.ckpt"))
+    net, _ = load_model_from_checkpoint(best)
+    right = []
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            pred = net(batch["image"]).expression.argmax(1)
+            right += (pred == batch["expression"]).tolist()
+    assert len(right) == TEST
+    assert metrics["test/acc"] == pytest.approx(sum(right) / TEST, abs=1e-6)
+    support = [int(r["support"]) for r in _csv(run / "per_class_test.csv")]
+    assert sum(support) == TEST  # the confusion matrix behind the report
+    assert len(_csv(run / "predictions_test.csv")) == TEST
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 @pytest.mark.smoke

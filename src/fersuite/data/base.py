@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from fersuite.card import FaceCrop
 from fersuite.data.batch_augment import BatchAugment, draw_params
-from fersuite.data.samplers import ResumableSampler
+from fersuite.data.samplers import ResumableSampler, repeated_indices
 from fersuite.data.transforms import AugmentConfig, build_transforms
 
 SPLITS = ("train", "val", "test")
@@ -192,6 +192,8 @@ class AffectDataModule(L.LightningDataModule):
         self.splits: dict[str, ArraySplit] = {}
         self._batch_augment: BatchAugment | None = None
         self._sampler_resume: dict[str, int] | None = None
+        #: ((sampler id, epoch), its repeated indices) of the evaluation loader last seen.
+        self._repeats: tuple[tuple[int, int], torch.Tensor | None] | None = None
         # Validate transform settings now, before any data is read.
         build_transforms(image_size, in_chans, self.mean, self.std, train=True, augment=augment)
 
@@ -298,6 +300,39 @@ class AffectDataModule(L.LightningDataModule):
             drop_last=train and len(ds) > self.batch_size,
             collate_fn=collate_prebatched if isinstance(ds, BatchedArrayDataset) else None,
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Under DDP, a validation or test batch without the samples Lightning's distributed
+        sampler repeated to pad this rank's share (:func:`~fersuite.data.samplers.
+        repeated_indices`): the metrics then count every sample once, whatever the split's
+        size. A batch may end up empty; the modules skip it."""
+        trainer = getattr(self, "trainer", None)
+        if (
+            trainer is None
+            or int(getattr(trainer, "world_size", 1)) <= 1
+            or not (trainer.validating or trainer.testing or trainer.sanity_checking)
+            or not isinstance(batch, dict)
+            or "index" not in batch
+        ):
+            return batch
+        loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+        if isinstance(loaders, list | tuple):
+            loaders = loaders[dataloader_idx]
+        sampler = getattr(loaders, "sampler", None)
+        key = (id(sampler), getattr(sampler, "epoch", 0))
+        if self._repeats is None or self._repeats[0] != key:
+            self._repeats = (key, repeated_indices(sampler))
+        repeats = self._repeats[1]
+        if repeats is None:
+            return batch
+        keep = ~torch.isin(batch["index"], repeats)
+        if bool(keep.all()):
+            return batch
+        n = len(keep)
+        return {
+            k: v[keep] if isinstance(v, torch.Tensor) and v.ndim >= 1 and len(v) == n else v
+            for k, v in batch.items()
+        }
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``data.augment.device=batch``: augment the train batch on the device it reached."""

@@ -41,6 +41,28 @@ def mix_seed(*parts: int) -> int:
     return h
 
 
+def repeated_indices(sampler: object) -> torch.Tensor | None:
+    """The dataset indices that an evaluation ``DistributedSampler`` gives this rank only to pad
+    the ranks' shares to one length; None when it repeats nothing here.
+
+    Lightning puts such a sampler (``drop_last=False``) on the validation and test loaders
+    under DDP: the index order (a permutation when ``shuffle``) is extended by its own start
+    to a multiple of the world size ``W``, and rank ``r`` takes positions ``r, r + W, ...``.
+    The positions past the dataset's length are the repeats; each is one sample that another
+    rank also scores, so the metrics must leave it out to count every sample once. An index
+    occurs at most once in one rank's share, so the indices identify the repeats.
+    """
+    if not isinstance(sampler, DistributedSampler) or isinstance(sampler, ResumableSampler):
+        return None
+    n = len(sampler.dataset)  # type: ignore[arg-type]
+    if sampler.drop_last or sampler.total_size <= n:
+        return None
+    rank, world = int(sampler.rank), int(sampler.num_replicas)
+    share = [int(i) for i in sampler]  # this rank's positions rank + j * world, in order
+    repeats = [idx for j, idx in enumerate(share) if rank + j * world >= n]
+    return torch.tensor(repeats, dtype=torch.long) if repeats else None
+
+
 class SeededIndex(int):
     """A dataset index that also carries the seed for that sample's augmentation."""
 

@@ -187,11 +187,23 @@ class AffectModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step("train", self.mixed(batch, batch_idx))
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
+    @staticmethod
+    def nothing_to_score(batch: dict[str, torch.Tensor]) -> bool:
+        """An evaluation batch left empty: under DDP the data module drops the samples its
+        distributed sampler only repeated (``AffectDataModule.on_before_batch_transfer``)."""
+        return batch["image"].shape[0] == 0
+
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> AffectOutput | None:
+        if self.nothing_to_score(batch):
+            return None
         self._step("val", batch)
         return self.last_output  # the scored prediction (with tta), for the reports
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput | None:
+        if self.nothing_to_score(batch):
+            return None
         self._step("test", batch)
         return self.last_output
 

@@ -316,12 +316,16 @@ class DistillationModule(AffectModule):
         mapped = AffectOutput(scores, teacher_out.valence, teacher_out.arousal)
         self.teacher_metrics[f"{stage}_"].update(mapped, self._batch_for_loss(batch))
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
-        self._update_teacher_metrics("val", batch)
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> AffectOutput | None:
+        if not self.nothing_to_score(batch):
+            self._update_teacher_metrics("val", batch)
         return super().validation_step(batch, batch_idx)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput:
-        self._update_teacher_metrics("test", batch)
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> AffectOutput | None:
+        if not self.nothing_to_score(batch):
+            self._update_teacher_metrics("test", batch)
         return super().test_step(batch, batch_idx)
 
     def _epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
