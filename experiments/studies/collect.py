@@ -74,14 +74,16 @@ def split_comparisons(out: Path, study: str) -> bool:
     table.replace(out / PER_SAMPLE)
     write(out, study, compared)
     md = out / "report.md"
-    md.write_text(
-        md.read_text().replace(
-            ALL_ROWS,
-            f"All rows: `{PER_SAMPLE}` (`report_comparisons.csv` and `comparisons.md`: the "
-            "seed-level tests only, rebuilt from `report.csv` by "
-            "`experiments/studies/verdicts.py`).",
-        )
+    pointer = (
+        f"All rows: `{PER_SAMPLE}` (`report_comparisons.csv` and `comparisons.md`: the "
+        "seed-level tests only, rebuilt from `report.csv` by `experiments/studies/verdicts.py`)."
     )
+    text = md.read_text()
+    # the report's own pointer, or (should its wording change) the pointer at the end
+    text = (
+        text.replace(ALL_ROWS, pointer) if ALL_ROWS in text else f"{text.rstrip()}\n\n{pointer}\n"
+    )
+    md.write_text(text)
     return True
 
 

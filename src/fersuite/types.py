@@ -1,9 +1,11 @@
-"""Typed outputs and input specifications shared by every model in the zoo."""
+"""Typed outputs and input specifications shared by every model in the zoo, and the batch
+rows helper the data module and the Lightning modules share."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -19,6 +21,16 @@ class AffectOutput(NamedTuple):
     expression: torch.Tensor
     valence: torch.Tensor
     arousal: torch.Tensor
+
+
+def select_rows(batch: Mapping[str, Any], keep: torch.Tensor) -> dict[str, Any]:
+    """``batch`` (a dict of per-sample tensors) at the rows ``keep`` (a bool mask over the
+    batch); entries that are not per-sample (not a tensor with ``len(keep)`` rows) unchanged."""
+    n = len(keep)
+    return {
+        k: v[keep] if isinstance(v, torch.Tensor) and v.ndim >= 1 and len(v) == n else v
+        for k, v in batch.items()
+    }
 
 
 @dataclass(frozen=True)

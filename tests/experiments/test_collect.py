@@ -80,6 +80,17 @@ def test_sweep_table_is_kept_and_the_seed_level_table_rebuilt(
     assert (out / "comparisons.md").read_text().startswith("# Comparisons: study_lightweight")
 
 
+def test_a_report_md_in_other_words_gets_the_pointer_at_its_end(
+    collect: ModuleType, tmp_path: Path
+) -> None:
+    out = _results(tmp_path)
+    (out / "report.md").write_text("# Sweep report\n\nThe table; every row in the CSV.\n")
+    assert collect.split_comparisons(out, "study_lightweight") is True
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Sweep report") and md.rstrip().endswith("verdicts.py`).")
+    assert "All rows: `report_comparisons_per_sample.csv`" in md
+
+
 def test_a_bad_report_changes_nothing(collect: ModuleType, tmp_path: Path) -> None:
     out = _results(tmp_path, acc_of_last="inf")
     before = {p.name: p.read_text() for p in out.iterdir()}

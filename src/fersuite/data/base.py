@@ -16,6 +16,7 @@ from fersuite.card import FaceCrop
 from fersuite.data.batch_augment import BatchAugment, draw_params
 from fersuite.data.samplers import ResumableSampler, repeated_indices
 from fersuite.data.transforms import AugmentConfig, build_transforms
+from fersuite.types import select_rows
 
 SPLITS = ("train", "val", "test")
 
@@ -326,13 +327,7 @@ class AffectDataModule(L.LightningDataModule):
         if repeats is None:
             return batch
         keep = ~torch.isin(batch["index"], repeats)
-        if bool(keep.all()):
-            return batch
-        n = len(keep)
-        return {
-            k: v[keep] if isinstance(v, torch.Tensor) and v.ndim >= 1 and len(v) == n else v
-            for k, v in batch.items()
-        }
+        return batch if bool(keep.all()) else select_rows(batch, keep)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``data.augment.device=batch``: augment the train batch on the device it reached."""

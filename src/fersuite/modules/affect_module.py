@@ -17,7 +17,7 @@ from fersuite.losses.affect import AffectLoss
 from fersuite.metrics.affect import AffectMetrics
 from fersuite.modules.optim import weight_decay_param_groups
 from fersuite.monitoring import monitor_direction
-from fersuite.types import AffectOutput
+from fersuite.types import AffectOutput, select_rows
 
 #: Test-time augmentation (``tta``) of validation and test: ``hflip`` averages the logits and
 #: valence/arousal of the image and its mirror image.
@@ -171,12 +171,7 @@ class AffectModule(L.LightningModule):
             if not bool(sel.any()):
                 continue
             sub_out = AffectOutput(logits[sel], out.valence[sel], out.arousal[sel])
-            sub = {
-                k: v[sel]
-                for k, v in batch.items()
-                if isinstance(v, torch.Tensor) and v.ndim >= 1 and len(v) == len(sel)
-            }
-            self.source_metrics[f"{stage}_{i}"].update(sub_out, sub)
+            self.source_metrics[f"{stage}_{i}"].update(sub_out, select_rows(batch, sel))
 
     def mixed(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """The training batch after mixup/cutmix (the batch itself when off)."""
